@@ -1,0 +1,17 @@
+"""sparselens: TransformerLens for weight-sparse transformers."""
+
+from sparselens.config import SparseTransformerConfig
+from sparselens.model import HookedSparseTransformer
+from sparselens.nodes import Node, NodeKind, NodeMask, NodeRegistry, NodeSite
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HookedSparseTransformer",
+    "Node",
+    "NodeKind",
+    "NodeMask",
+    "NodeRegistry",
+    "NodeSite",
+    "SparseTransformerConfig",
+]

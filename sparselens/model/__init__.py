@@ -1,0 +1,5 @@
+"""The model and its components."""
+
+from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
+
+__all__ = ["HookedSparseTransformer"]

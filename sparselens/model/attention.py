@@ -1,0 +1,119 @@
+"""Causal self-attention with optional per-head sink and AbsTopK on Q, K, V."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from sparselens.config import SparseTransformerConfig
+from sparselens.model.abstopk import AbsTopK
+from sparselens.model.hook_point import CheckedHookPoint
+
+
+class Attention(nn.Module):
+    """Multi-head causal attention over the (already normed and sparsified) residual read.
+
+    Q, K and V each get AbsTopK taken jointly over all heads' channels. With ``cfg.attn_sink``
+    every head has a learnable logit ``sink_logit[h]`` for an always-visible slot with key 0 and
+    value 0: it only adds ``exp(sink_logit)`` to the softmax denominator. ``hook_pattern`` holds
+    the attention on real keys (rows sum to one minus the sink's share); ``hook_sink`` holds
+    that share [batch head_index query_pos].
+
+    Weights are stored in ``F.linear`` layout (``q_proj.weight`` is [n_heads*d_head, d_model]);
+    ``W_Q``, ``W_K``, ``W_V``, ``W_O`` and biases are TransformerLens-shaped views.
+    """
+
+    def __init__(self, cfg: SparseTransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_qkv = cfg.d_qkv
+        self.q_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.k_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.v_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.o_proj = nn.Linear(d_qkv, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.sink_logit = nn.Parameter(torch.zeros(cfg.n_heads, dtype=cfg.dtype)) if cfg.attn_sink else None
+        self.topk_q = AbsTopK(cfg.abstopk_k("q", d_qkv), "q")
+        self.topk_k = AbsTopK(cfg.abstopk_k("k", d_qkv), "k")
+        self.topk_v = AbsTopK(cfg.abstopk_k("v", d_qkv), "v")
+
+        self.hook_q = CheckedHookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_k = CheckedHookPoint()
+        self.hook_v = CheckedHookPoint()
+        self.hook_attn_scores = CheckedHookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_pattern = CheckedHookPoint()
+        self.hook_z = CheckedHookPoint()  # [batch, pos, head_index, d_head]
+        if cfg.attn_sink:
+            self.hook_sink = CheckedHookPoint()  # [batch, head_index, query_pos]
+        self.register_buffer(
+            "causal_mask", torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool).tril(), persistent=False
+        )
+
+    def _heads(self, x: Float[Tensor, "batch pos d_qkv"]) -> Float[Tensor, "batch pos head_index d_head"]:
+        return x.view(*x.shape[:-1], self.cfg.n_heads, self.cfg.d_head)
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        q = self.hook_q(self._heads(self.topk_q(self.q_proj(x))))
+        k = self.hook_k(self._heads(self.topk_k(self.k_proj(x))))
+        v = self.hook_v(self._heads(self.topk_v(self.v_proj(x))))
+
+        n_pos = x.shape[1]
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
+        scores = scores.masked_fill(~self.causal_mask[:n_pos, :n_pos], float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        if self.sink_logit is None:
+            pattern = scores.softmax(dim=-1)
+        else:
+            sink = self.sink_logit.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+            probs = torch.cat([sink, scores], dim=-1).softmax(dim=-1)
+            self.hook_sink(probs[..., 0])
+            pattern = probs[..., 1:]
+        pattern = self.hook_pattern(pattern)
+        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
+        return self.o_proj(z.reshape(*z.shape[:2], self.cfg.d_qkv))
+
+    # ------------------------------------------------------------ TransformerLens-shaped weights
+    def _per_head_in(self, linear: nn.Linear) -> Float[Tensor, "head_index d_model d_head"]:
+        return linear.weight.T.reshape(self.cfg.d_model, self.cfg.n_heads, self.cfg.d_head).permute(1, 0, 2)
+
+    def _per_head_bias(self, linear: nn.Linear) -> Float[Tensor, "head_index d_head"]:
+        if linear.bias is None:
+            return torch.zeros(self.cfg.n_heads, self.cfg.d_head, dtype=linear.weight.dtype, device=linear.weight.device)
+        return linear.bias.view(self.cfg.n_heads, self.cfg.d_head)
+
+    @property
+    def W_Q(self) -> Float[Tensor, "head_index d_model d_head"]:
+        return self._per_head_in(self.q_proj)
+
+    @property
+    def W_K(self) -> Float[Tensor, "head_index d_model d_head"]:
+        return self._per_head_in(self.k_proj)
+
+    @property
+    def W_V(self) -> Float[Tensor, "head_index d_model d_head"]:
+        return self._per_head_in(self.v_proj)
+
+    @property
+    def W_O(self) -> Float[Tensor, "head_index d_head d_model"]:
+        return self.o_proj.weight.T.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "head_index d_head"]:
+        return self._per_head_bias(self.q_proj)
+
+    @property
+    def b_K(self) -> Float[Tensor, "head_index d_head"]:
+        return self._per_head_bias(self.k_proj)
+
+    @property
+    def b_V(self) -> Float[Tensor, "head_index d_head"]:
+        return self._per_head_bias(self.v_proj)
+
+    @property
+    def b_O(self) -> Float[Tensor, " d_model"]:
+        if self.o_proj.bias is None:
+            return torch.zeros(self.cfg.d_model, dtype=self.o_proj.weight.dtype, device=self.o_proj.weight.device)
+        return self.o_proj.bias

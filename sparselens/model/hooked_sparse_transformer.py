@@ -1,0 +1,382 @@
+"""HookedSparseTransformer: the one forward pass of a weight-sparse transformer.
+
+Everything else in sparselens (caching, masks, ablations, frozen norms, bridges, steering) is a hook
+function on the hook points defined here. The hook names and shapes are TransformerLens's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import ActivationCache, HookedRootModule
+
+from sparselens.config import SparseTransformerConfig
+from sparselens.errors import UnknownNameError
+from sparselens.model.block import TransformerBlock
+from sparselens.model.embed import BigramTable, Embed, PosEmbed, Unembed
+from sparselens.model.hook_point import CheckedHookPoint
+from sparselens.model.rms_norm import RMSNorm
+from sparselens.nodes import NodeRegistry, NodeSite
+
+logger = logging.getLogger(__name__)
+
+ReturnType = Optional[Literal["logits", "loss", "both"]]
+TextOrTokens = Union[str, list[str], Int[Tensor, "batch pos"], Int[Tensor, " pos"]]
+
+
+class HookedSparseTransformer(HookedRootModule):
+    """A GPT-2-style pre-norm decoder with AbsTopK activation sparsity and TransformerLens hooks.
+
+    Example:
+        >>> cfg = SparseTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_vocab=128, seed=0)
+        >>> model = HookedSparseTransformer(cfg)
+        >>> tokens = torch.randint(0, 128, (2, 10))
+        >>> logits, cache = model.run_with_cache(tokens)
+        >>> logits.shape, cache["q", 0].shape, cache["pattern", 1].shape
+        (torch.Size([2, 10, 128]), torch.Size([2, 10, 4, 16]), torch.Size([2, 4, 10, 10]))
+
+    Hook points are listed in DESIGN.md; ``model.hook_dict`` has them all and ``model.node_sites``
+    the ones whose channels are nodes.
+    """
+
+    def __init__(self, cfg: SparseTransformerConfig, tokenizer: Any = None):
+        super().__init__()
+        if not isinstance(cfg, SparseTransformerConfig):
+            raise TypeError(f"cfg must be a SparseTransformerConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.hook_embed = CheckedHookPoint()
+        if cfg.positional_embedding_type == "learned":
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = CheckedHookPoint()
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.ln_final = RMSNorm(cfg.d_model, cfg.eps)
+        self.unembed = Unembed(cfg)
+        if cfg.bigram_table:
+            self.bigram = BigramTable(cfg)
+            self.hook_bigram = CheckedHookPoint()  # [batch pos d_vocab], added to the logits
+        self.init_weights()
+        self.setup()
+        self.node_registry = NodeRegistry(cfg)
+        self.tokenizer = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+        self._compiled_with_hooks: Optional[frozenset[str]] = None
+        self.to(cfg.device)
+
+    # ------------------------------------------------------------------ weights
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """N(0, init_std) everywhere; output projections N(0, init_std / sqrt(2 n_layers)); biases 0."""
+        gen = torch.Generator().manual_seed(self.cfg.seed) if self.cfg.seed is not None else None
+        out_std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith(("o_proj.weight", "fc_out.weight")):
+                std = out_std
+            elif name.endswith(("ln1.w", "ln2.w", "ln_final.w")):
+                param.fill_(1.0)
+                continue
+            elif name.endswith(("bias", "b_U", "sink_logit", "bigram.table")):
+                param.zero_()
+                continue
+            else:
+                std = self.cfg.init_std
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float32).to(param.dtype) * std)
+
+    # ------------------------------------------------------------------ nodes
+    @property
+    def node_sites(self) -> tuple[NodeSite, ...]:
+        """Every node site (eight per layer) in forward order; each has ``.hook_name`` and ``.n_nodes``."""
+        return self.node_registry.sites
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input: TextOrTokens,
+        return_type: ReturnType = "logits",
+        stop_at_layer: Optional[int] = None,
+        loss_per_token: bool = False,
+    ) -> Any:
+        """Run the model.
+
+        Args:
+            input: tokens [batch pos] (or [pos]), or text if a tokenizer is attached.
+            return_type: ``"logits"`` [batch pos d_vocab], ``"loss"`` (mean next-token
+                cross-entropy), ``"both"`` (logits, loss) or ``None``.
+            stop_at_layer: if set, run only blocks ``[:stop_at_layer]`` and return the residual
+                stream [batch pos d_model] entering block ``stop_at_layer``.
+            loss_per_token: return the loss per token [batch pos-1] instead of its mean.
+        """
+        if return_type not in ("logits", "loss", "both", None):
+            raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        self._check_compiled_hooks()
+        tokens = self._as_tokens(input)
+        resid = self.hook_embed(self.embed(tokens))
+        if self.cfg.positional_embedding_type == "learned":
+            resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
+        blocks = self.blocks if stop_at_layer is None else self.blocks[:stop_at_layer]
+        for block in blocks:
+            resid = block(resid)
+        if stop_at_layer is not None:
+            return resid
+        logits = self.unembed(self.ln_final(resid))
+        if self.cfg.bigram_table:
+            logits = logits + self.hook_bigram(self.bigram(tokens))
+        if return_type is None:
+            return None
+        if return_type == "logits":
+            return logits
+        loss = self.loss_fn(logits, tokens, per_token=loss_per_token)
+        return loss if return_type == "loss" else (logits, loss)
+
+    @staticmethod
+    def loss_fn(
+        logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"], per_token: bool = False
+    ) -> Tensor:
+        """Next-token cross-entropy: mean over tokens, or [batch pos-1] with ``per_token``."""
+        log_probs = logits[:, :-1].float().log_softmax(dim=-1)
+        nll = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        return nll if per_token else nll.mean()
+
+    def _as_tokens(self, input: TextOrTokens) -> Int[Tensor, "batch pos"]:
+        if isinstance(input, (str, list)):
+            input = self.to_tokens(input)
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input must be a token tensor or text, got {type(input).__name__}")
+        if input.dtype.is_floating_point or input.dtype == torch.bool:
+            raise TypeError(f"tokens must be an integer tensor, got dtype {input.dtype}")
+        if input.ndim == 1:
+            input = input.unsqueeze(0)
+        if input.ndim != 2:
+            raise ValueError(f"tokens must have shape [batch, pos] or [pos], got {tuple(input.shape)}")
+        if input.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"sequence length {input.shape[1]} exceeds the model's context n_ctx={self.cfg.n_ctx}; "
+                "truncate or split the input"
+            )
+        if input.numel() and (int(input.min()) < 0 or int(input.max()) >= self.cfg.d_vocab):
+            raise ValueError(
+                f"token ids must be in [0, {self.cfg.d_vocab}); got min {int(input.min())}, "
+                f"max {int(input.max())}. Was the input tokenized with this model's tokenizer?"
+            )
+        return input.to(self.embed.W_E.device)
+
+    # ------------------------------------------------------------------ hooks and caching
+    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
+        """Run the model and cache activations; returns ``(output, ActivationCache)``.
+
+        Takes the arguments of :meth:`transformer_lens.HookedRootModule.run_with_cache`
+        (``names_filter``, ``device``, ``remove_batch_dim``, ``incl_bwd``, ...).
+        """
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
+        return out, ActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+
+    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Literal["fwd", "bwd"]) -> None:
+        if name not in self.hook_dict:
+            raise UnknownNameError("hook point", name, self.hook_dict)
+        super()._enable_hook_with_name(name, hook, dir)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Compile the forward in place, remembering which hooks were attached at that moment.
+
+        ``torch.compile`` ignores forward hooks added after compilation; instead of failing
+        silently, a forward with different hooks raises an error saying what to do.
+        """
+        self._compiled_with_hooks = self._active_hook_signature()
+        super().compile(*args, **kwargs)
+
+    def _active_hook_signature(self) -> frozenset[str]:
+        return frozenset(
+            f"{name}:{id(h)}" for name, hp in self.hook_dict.items() for h in hp._forward_hooks.values()
+        )
+
+    def _check_compiled_hooks(self) -> None:
+        if self._compiled_with_hooks is None or torch.compiler.is_compiling():
+            return
+        if self._active_hook_signature() != self._compiled_with_hooks:
+            raise RuntimeError(
+                "hooks were added or removed after model.compile(); torch.compile would silently "
+                "ignore them. Run hooked analyses on an uncompiled model (reload it, or compile after "
+                "attaching permanent hooks)."
+            )
+
+    # ------------------------------------------------------------------ tokenizer helpers
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Attach a Hugging Face tokenizer (used by ``to_tokens`` and friends, saved with the model)."""
+        if len(tokenizer) > self.cfg.d_vocab:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but the model's d_vocab is {self.cfg.d_vocab}"
+            )
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+
+    def _require_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "no tokenizer is attached; pass tokenizer= to HookedSparseTransformer, call "
+                "model.set_tokenizer(...), or load a model saved with one"
+            )
+        return self.tokenizer
+
+    def to_tokens(self, text: Union[str, list[str]], prepend_bos: Optional[bool] = None) -> Int[Tensor, "batch pos"]:
+        """Tokenize text to [batch pos]; a list is right-padded with the pad (end-of-text) token."""
+        tok = self._require_tokenizer()
+        texts = [text] if isinstance(text, str) else list(text)
+        prepend_bos = self.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
+        if prepend_bos:
+            texts = [tok.bos_token + t for t in texts]
+        ids = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"]
+        return ids.to(self.embed.W_E.device)
+
+    def to_str_tokens(self, input: Union[str, Int[Tensor, "... pos"]], prepend_bos: Optional[bool] = None) -> list[str]:
+        """The tokens of one text or one token sequence, as strings."""
+        tok = self._require_tokenizer()
+        tokens = self.to_tokens(input, prepend_bos)[0] if isinstance(input, str) else input
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim > 1:
+            if tokens.shape[0] != 1:
+                raise ValueError(f"to_str_tokens takes one sequence, got shape {tuple(tokens.shape)}")
+            tokens = tokens[0]
+        return [tok.decode([t]) for t in tokens.tolist()]
+
+    def to_string(self, tokens: Int[Tensor, "... pos"]) -> Union[str, list[str]]:
+        """Decode [pos] to a string or [batch pos] to a list of strings."""
+        tok = self._require_tokenizer()
+        tokens = torch.as_tensor(tokens)
+        if tokens.ndim == 1:
+            return tok.decode(tokens.tolist())
+        return [tok.decode(row) for row in tokens.tolist()]
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that must be exactly one token."""
+        ids = self.to_tokens(string, prepend_bos=False)[0]
+        if ids.numel() != 1:
+            raise ValueError(f"{string!r} is {ids.numel()} tokens ({self.to_str_tokens(ids)}), not one")
+        return int(ids[0])
+
+    # ------------------------------------------------------------------ TransformerLens-shaped weights
+    def _stack(self, getter: Callable[[TransformerBlock], Tensor]) -> Tensor:
+        return torch.stack([getter(block) for block in self.blocks])
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
+        if self.cfg.positional_embedding_type != "learned":
+            raise AttributeError("this model has no positional embedding (positional_embedding_type='none')")
+        return self.pos_embed.W_pos
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.unembed.W_U
+
+    @property
+    def b_U(self) -> Float[Tensor, " d_vocab"]:
+        return self.unembed.b_U
+
+    @property
+    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack(lambda b: b.attn.W_Q)
+
+    @property
+    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack(lambda b: b.attn.W_K)
+
+    @property
+    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack(lambda b: b.attn.W_V)
+
+    @property
+    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack(lambda b: b.attn.W_O)
+
+    @property
+    def b_Q(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack(lambda b: b.attn.b_Q)
+
+    @property
+    def b_K(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack(lambda b: b.attn.b_K)
+
+    @property
+    def b_V(self) -> Float[Tensor, "n_layers n_heads d_head"]:
+        return self._stack(lambda b: b.attn.b_V)
+
+    @property
+    def b_O(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack(lambda b: b.attn.b_O)
+
+    @property
+    def W_in(self) -> Float[Tensor, "n_layers d_model d_mlp"]:
+        return self._stack(lambda b: b.mlp.W_in)
+
+    @property
+    def W_out(self) -> Float[Tensor, "n_layers d_mlp d_model"]:
+        return self._stack(lambda b: b.mlp.W_out)
+
+    @property
+    def b_in(self) -> Float[Tensor, "n_layers d_mlp"]:
+        return self._stack(lambda b: b.mlp.b_in)
+
+    @property
+    def b_out(self) -> Float[Tensor, "n_layers d_model"]:
+        return self._stack(lambda b: b.mlp.b_out)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, path: Union[str, Path]) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) to a directory."""
+        from sparselens.model.checkpoint import save_pretrained
+
+        return save_pretrained(self, path)
+
+    @classmethod
+    def from_pretrained(
+        cls, path_or_name: Union[str, Path], device: Optional[str] = None
+    ) -> "HookedSparseTransformer":
+        """Load a saved model directory, a released ``beeg_config.json`` checkpoint, or a registered name.
+
+        Names are listed by ``sparselens.pretrained.list_models()``.
+        """
+        from sparselens.model.checkpoint import load_pretrained
+
+        return load_pretrained(path_or_name, device=device)
+
+    # ------------------------------------------------------------------ summaries
+    def summary(self) -> str:
+        """A readable table of the architecture, hook points and node sites."""
+        cfg = self.cfg
+        lines = [
+            f"HookedSparseTransformer: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads x "
+            f"d_head {cfg.d_head}, d_mlp {cfg.d_mlp}, d_vocab {cfg.d_vocab}, n_ctx {cfg.n_ctx}",
+            f"  AbsTopK afrac={cfg.afrac} at {', '.join(cfg.abstopk_sites) if cfg.afrac else 'no sites'}; "
+            f"sink={cfg.attn_sink}, bigram={cfg.bigram_table}, positional={cfg.positional_embedding_type}",
+            f"  parameters: {sum(p.numel() for p in self.parameters()):,}; "
+            f"nonzero: {sum(int((p != 0).sum()) for p in self.parameters()):,}",
+            f"  {len(self.hook_dict)} hook points, {len(self.node_sites)} node sites, "
+            f"{self.node_registry.n_nodes:,} nodes",
+            "",
+            f"  {'node site':<14}{'hook point':<28}{'role':<16}{'nodes':>7}",
+        ]
+        for site in self.node_sites:
+            lines.append(f"  {site.name:<14}{site.hook_name:<28}{site.kind.role:<16}{site.n_nodes:>7}")
+        lines += ["", "  other hook points:"]
+        node_hooks = {s.hook_name for s in self.node_sites}
+        others = [n for n in self.hook_dict if n not in node_hooks and not n.startswith("blocks.")]
+        per_layer = sorted({n.split(".", 2)[2] for n in self.hook_dict if n.startswith("blocks.0.")} - {
+            h.split(".", 2)[2] for h in node_hooks if h.startswith("blocks.0.")
+        })
+        lines.append("    " + ", ".join(others))
+        lines.append("    per layer: blocks.{l}." + ", blocks.{l}.".join(per_layer))
+        return "\n".join(lines)

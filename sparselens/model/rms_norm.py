@@ -1,0 +1,33 @@
+"""RMSNorm that exposes its scale at a hook point, so norms can be frozen by patching the scale."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from sparselens import kernels
+from sparselens.model.hook_point import CheckedHookPoint
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x**2) + eps) * w``.
+
+    Hooks: ``hook_scale`` [batch pos 1] is the denominator (as in TransformerLens); a hook that
+    replaces it (frozen norms) makes the norm divide by the patched scale. ``hook_normalized``
+    [batch pos d_model] is the norm's output.
+    """
+
+    def __init__(self, d_model: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.hook_scale = CheckedHookPoint()
+        self.hook_normalized = CheckedHookPoint()
+
+    def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        out, scale = kernels.rms_norm(x, self.w, self.eps)
+        patched = self.hook_scale(scale)
+        if patched is not scale:  # a hook replaced the scale: divide by the patched one
+            out = kernels.rms_norm_frozen(x, self.w, patched)
+        return self.hook_normalized(out)
