@@ -1,0 +1,46 @@
+"""The ``sparselens`` command line: ``sparselens {summary,tasks,train} ...``.
+
+Each subcommand lives beside the concept it drives and is imported only when it runs, so
+``sparselens --help`` stays fast. A subcommand module provides ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+#: subcommand -> (module providing add_arguments/run, one-line help)
+SUBCOMMANDS = {
+    "summary": ("sparselens.model.summary_cli", "build a model and print its hook points and node sites"),
+    "tasks": ("sparselens.tasks.cli", "list tasks with one example pair each"),
+    "train": ("sparselens.train.cli", "train a weight-sparse (or dense) model from a YAML config"),
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="sparselens", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.print_usage(sys.stderr)
+            from sparselens.errors import closest_hint
+
+            print(f"sparselens: unknown command {argv[0]!r}{closest_hint(argv[0], SUBCOMMANDS)}", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    sub_parser = argparse.ArgumentParser(prog=f"sparselens {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub_parser)
+    return int(module.run(sub_parser.parse_args(rest)) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
