@@ -4,6 +4,6 @@ Every op has a torch reference in :mod:`sparselens.kernels.reference`; the model
 and the trainer call the names exported here, never an implementation directly.
 """
 
-from sparselens.kernels.reference import abstopk, masked_ablate, rms_norm, rms_norm_frozen
+from sparselens.kernels.reference import abstopk, masked_ablate, rms_norm, rms_norm_frozen, weight_topk_mask
 
-__all__ = ["abstopk", "masked_ablate", "rms_norm", "rms_norm_frozen"]
+__all__ = ["abstopk", "masked_ablate", "rms_norm", "rms_norm_frozen", "weight_topk_mask"]

@@ -26,10 +26,17 @@ def abstopk_mask(x: Float[Tensor, "... d"], k: int) -> torch.Tensor:
         return torch.ones_like(x, dtype=torch.bool)
     if k == 0:
         return torch.zeros_like(x, dtype=torch.bool)
-    mag = x.detach().abs()
-    threshold = mag.topk(k, dim=-1, sorted=True).values[..., -1:]  # the k-th largest magnitude
-    above = mag > threshold
-    tied = mag == threshold
+    return _topk_mask(x.detach().abs(), k)
+
+
+def _topk_mask(score: Float[Tensor, "... d"], k: int) -> torch.Tensor:
+    """Mask of the ``k`` largest ``score`` entries along the last dim, lowest index first on ties.
+
+    ``0 < k <= d``; no host synchronisation.
+    """
+    threshold = score.topk(k, dim=-1, sorted=True).values[..., -1:]  # the k-th largest score
+    above = score > threshold
+    tied = score == threshold
     n_tied_needed = k - above.sum(dim=-1, keepdim=True)
     return above | (tied & (tied.cumsum(dim=-1) <= n_tied_needed))
 
@@ -78,3 +85,69 @@ def masked_ablate(
     if replacement is None:
         return x * mask
     return mask * x + (1 - mask) * replacement
+
+
+def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floor_dim: int = 0) -> torch.Tensor:
+    """Boolean mask of the entries a weight-sparse matrix keeps (METHOD.md section 2).
+
+    Selection, in this order:
+
+    1. **Floor.** Every slice along ``floor_dim`` protects its ``min(floor, slice_len)`` entries of
+       largest ``|w|``. ``floor_dim=0`` means every row ``w[i, :]`` (for an ``nn.Linear`` weight
+       ``[out, in]``: every output neuron/channel); ``floor_dim=1`` means every column ``w[:, j]``.
+       Among equal magnitudes the lowest index along the slice wins.
+    2. **Top-k.** The protected entries count towards ``k``: the remaining
+       ``max(0, k - n_protected)`` entries are the largest ``|w|`` among the unprotected ones, ties
+       broken by the lowest row-major flat index ``i * cols + j``. If ``k`` is at most the protected
+       count, the protected entries alone are kept (so the mask may hold more than ``k`` entries).
+
+    The result is a pure function of ``|w|`` (deterministic, no randomness). There is no host
+    synchronisation: the protected count is ``n_slices * min(floor, slice_len)``, known from shapes,
+    and every data-dependent quantity stays on the device. ``w`` should be finite (NaN ordering is
+    unspecified).
+
+    Args:
+        w: the weight matrix ``[rows, cols]`` (any float dtype, any strides).
+        k: entries to keep, ``0 <= k <= rows * cols``.
+        floor: entries protected per slice (``>= 0``).
+        floor_dim: 0 to protect per row, 1 per column.
+
+    Returns:
+        Bool tensor ``[rows, cols]`` on ``w``'s device.
+
+    Example:
+        >>> w = torch.tensor([[3.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+        >>> weight_topk_mask(w, k=3, floor=1).int().tolist()
+        [[1, 1, 0], [0, 0, 1]]
+    """
+    _check_weight_topk_args(w, k, floor, floor_dim)
+    mag = w.detach().abs()
+    slices = mag if floor_dim == 0 else mag.T  # [n_slices, slice_len]
+    slice_floor = min(floor, slices.shape[1])
+    protected = abstopk_mask(slices, slice_floor)
+    if floor_dim == 1:
+        protected = protected.T
+    n_protected = slices.shape[0] * slice_floor
+    n_fill = max(0, k - n_protected)
+    if n_fill == 0:
+        return protected
+    # Unprotected entries compete on |w|; protected ones get -1 so they never win (|w| >= 0, and
+    # n_fill never exceeds the number of unprotected entries).
+    score = torch.where(protected, torch.full((), -1.0, dtype=mag.dtype, device=mag.device), mag)
+    if n_fill == score.numel() - n_protected:  # every unprotected entry is kept
+        return torch.ones_like(protected)
+    return protected | _topk_mask(score.reshape(-1), n_fill).view_as(mag)
+
+
+def _check_weight_topk_args(w: Tensor, k: int, floor: int, floor_dim: int) -> None:
+    """Raise ``ValueError`` naming the problem for arguments :func:`weight_topk_mask` cannot take."""
+    if w.dim() != 2:
+        raise ValueError(f"weight_topk_mask: w must be a 2-D weight matrix, got shape {tuple(w.shape)}")
+    if not w.is_floating_point():
+        raise ValueError(f"weight_topk_mask: w must be a float tensor, got {w.dtype}")
+    if floor_dim not in (0, 1):
+        raise ValueError(f"weight_topk_mask: floor_dim must be 0 (rows) or 1 (columns), got {floor_dim}")
+    if floor < 0:
+        raise ValueError(f"weight_topk_mask: floor must be >= 0, got {floor}")
+    if not 0 <= k <= w.numel():
+        raise ValueError(f"weight_topk_mask: k={k} must be between 0 and w.numel() ({w.numel()})")
