@@ -116,7 +116,6 @@ class HookedSparseTransformer(HookedRootModule):
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
-        self._check_compiled_hooks()
         tokens = self._as_tokens(input)
         resid = self.hook_embed(self.embed(tokens))
         if self.cfg.positional_embedding_type == "learned":
@@ -194,13 +193,17 @@ class HookedSparseTransformer(HookedRootModule):
         self._compiled_with_hooks = self._active_hook_signature()
         super().compile(*args, **kwargs)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_compiled_hooks()  # here, outside the compiled region, so it always runs
+        return super().__call__(*args, **kwargs)
+
     def _active_hook_signature(self) -> frozenset[str]:
         return frozenset(
             f"{name}:{id(h)}" for name, hp in self.hook_dict.items() for h in hp._forward_hooks.values()
         )
 
     def _check_compiled_hooks(self) -> None:
-        if self._compiled_with_hooks is None or torch.compiler.is_compiling():
+        if self._compiled_with_hooks is None:
             return
         if self._active_hook_signature() != self._compiled_with_hooks:
             raise RuntimeError(
@@ -274,9 +277,7 @@ class HookedSparseTransformer(HookedRootModule):
 
     @property
     def W_pos(self) -> Float[Tensor, "n_ctx d_model"]:
-        if self.cfg.positional_embedding_type != "learned":
-            raise AttributeError("this model has no positional embedding (positional_embedding_type='none')")
-        return self.pos_embed.W_pos
+        return self.pos_embed.W_pos  # AttributeError without a positional embedding
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from sparselens import HookedSparseTransformer, SparseTransformerConfig
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**overrides) -> SparseTransformerConfig:
+    kwargs = dict(n_layers=2, d_model=64, d_head=16, n_ctx=32, d_vocab=128, seed=0, device="cpu")
+    kwargs.update(overrides)
+    return SparseTransformerConfig(**kwargs)
+
+
+def randomize(model: HookedSparseTransformer, seed: int = 1) -> HookedSparseTransformer:
+    """Give every parameter (norm weights, biases, sinks, bigram too) a nonzero random value."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            base = 1.0 if name.endswith(".w") else 0.0
+            p.copy_(base + 0.2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+@pytest.fixture
+def tiny_model() -> HookedSparseTransformer:
+    return HookedSparseTransformer(tiny_config())
+
+
+@pytest.fixture(params=["plain", "sink+bigram+pos"])
+def any_model(request) -> HookedSparseTransformer:
+    extra = {} if request.param == "plain" else dict(attn_sink=True, bigram_table=True, positional_embedding_type="learned")
+    return randomize(HookedSparseTransformer(tiny_config(**extra)))
+
+
+@pytest.fixture
+def tokens() -> torch.Tensor:
+    return torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
