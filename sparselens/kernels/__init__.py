@@ -8,7 +8,7 @@ hooks and the trainer call the names exported here, never an implementation dire
 
 from sparselens.kernels.csr import CSRWeight
 from sparselens.kernels.ops import abstopk, masked_ablate, rms_norm, rms_norm_frozen, sparse_linear, weight_topk_mask
-from sparselens.kernels.sparse_linear import SparseLinear, sparsify_linears
+from sparselens.kernels.sparsify import SparseLinear, sparsify_linears
 
 __all__ = [
     "CSRWeight",

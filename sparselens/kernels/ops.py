@@ -80,13 +80,20 @@ def rms_norm(
     return reference.rms_norm(x, weight, eps)
 
 
+def _broadcasts_to(shape: torch.Size, target: tuple[int, ...]) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def rms_norm_frozen(
     x: Float[Tensor, "... d"], weight: Float[Tensor, " d"], scale: Float[Tensor, "... 1"]
 ) -> Float[Tensor, "... d"]:
     """``x / scale * weight`` with a given (frozen, patched) scale that broadcasts to ``[..., 1]``."""
     _check_norm_weight("rms_norm_frozen", x, weight)
     scale_shape = (*x.shape[:-1], 1)
-    if scale.dim() == 0 or scale.shape[-1] != 1 or torch.broadcast_shapes(scale.shape, scale_shape) != scale_shape:
+    if scale.dim() == 0 or scale.shape[-1] != 1 or not _broadcasts_to(scale.shape, scale_shape):
         raise ValueError(
             f"rms_norm_frozen: scale must broadcast to {scale_shape} (one scale per token), got {tuple(scale.shape)}"
         )

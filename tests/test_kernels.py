@@ -1,0 +1,426 @@
+"""Kernels: every Triton kernel (under TRITON_INTERPRET=1 on CPU) against its torch reference, the
+references against brute-force definitions, the dispatcher, SparseLinear, and hostile inputs.
+
+Selections (abstopk, weight_topk_mask) must match exactly; arithmetic within the stated tolerances.
+Shapes are tiny because the interpreter runs each Triton program in Python.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sparselens import HookedSparseTransformer, kernels  # noqa: E402
+from sparselens.kernels import dispatch, ops, reference  # noqa: E402
+from sparselens.kernels.csr import CSRWeight  # noqa: E402
+from sparselens.kernels.sparsify import CPU_CSR_MAX_DENSITY  # noqa: E402
+
+from conftest import randomize, tiny_config  # noqa: E402
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.fixture
+def use_triton(monkeypatch):
+    monkeypatch.setenv("SPARSELENS_KERNELS", "triton")
+
+
+@pytest.fixture
+def use_torch(monkeypatch):
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tied_values(shape, seed=0, dtype=torch.float32) -> torch.Tensor:
+    """Small integers with both signs: many exact ties in magnitude, and zeros."""
+    return torch.randint(-3, 4, shape, generator=gen(seed)).to(dtype)
+
+
+# ----------------------------------------------------------------------------- brute-force definitions
+def brute_abstopk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1]).double()
+    out = torch.zeros(rows.shape, dtype=torch.bool)
+    for r, row in enumerate(rows.tolist()):
+        for j in sorted(range(len(row)), key=lambda j: (-abs(row[j]), j))[:k]:
+            out[r, j] = True
+    return out.view(x.shape)
+
+
+def brute_weight_topk_mask(w: torch.Tensor, k: int, floor: int, floor_dim: int) -> torch.Tensor:
+    mag = w.double().abs().tolist()
+    n_rows, n_cols = w.shape
+    keep = torch.zeros(n_rows, n_cols, dtype=torch.bool)
+    slices = range(n_rows) if floor_dim == 0 else range(n_cols)
+    for s in slices:
+        cells = [(s, j) for j in range(n_cols)] if floor_dim == 0 else [(i, s) for i in range(n_rows)]
+        order = sorted(range(len(cells)), key=lambda t: (-mag[cells[t][0]][cells[t][1]], t))
+        for t in order[:floor]:
+            keep[cells[t]] = True
+    rest = [(i, j) for i in range(n_rows) for j in range(n_cols) if not keep[i, j]]
+    rest.sort(key=lambda ij: (-mag[ij[0]][ij[1]], ij[0] * n_cols + ij[1]))
+    for ij in rest[: max(0, k - int(keep.sum()))]:
+        keep[ij] = True
+    return keep
+
+
+# ----------------------------------------------------------------------------- references vs brute force
+def test_abstopk_reference_matches_brute_force():
+    for seed in range(5):
+        x = tied_values((4, 7), seed)
+        for k in range(8):
+            assert torch.equal(reference.abstopk_mask(x, k), brute_abstopk_mask(x, k)), (seed, k)
+
+
+@pytest.mark.parametrize("floor_dim", [0, 1])
+def test_weight_topk_reference_matches_brute_force(floor_dim):
+    g = gen(3)
+    for _ in range(40):
+        n_rows, n_cols = (int(v) for v in torch.randint(1, 7, (2,), generator=g))
+        w = torch.randint(-3, 4, (n_rows, n_cols), generator=g).float()
+        k = int(torch.randint(0, n_rows * n_cols + 1, (1,), generator=g))
+        floor = int(torch.randint(0, 4, (1,), generator=g))
+        expected = brute_weight_topk_mask(w, k, floor, floor_dim)
+        assert torch.equal(reference.weight_topk_mask(w, k, floor, floor_dim), expected), (w, k, floor)
+
+
+# ----------------------------------------------------------------------------- abstopk
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_abstopk_triton_selects_like_reference(use_triton, dtype):
+    x = tied_values((4, 9), seed=1, dtype=dtype)
+    x[0] = 2  # an all-equal row
+    x[1] = 0  # an all-zero row
+    for k in (0, 1, 3, 4, 8, 9):  # k = 0 .. width
+        out = kernels.abstopk(x, k)
+        assert out.dtype == dtype
+        assert torch.equal(out, reference.abstopk(x, k)), k
+
+
+def test_abstopk_triton_continuous_values_and_odd_width(use_triton):
+    x = torch.randn(3, 2, 37, generator=gen(2)).to(torch.bfloat16)
+    assert torch.equal(kernels.abstopk(x, 11), reference.abstopk(x, 11))
+
+
+def test_abstopk_triton_non_contiguous(use_triton):
+    base = torch.randn(12, 6, generator=gen(3))
+    x = base.T  # [6, 12], strides (1, 6)
+    assert not x.is_contiguous()
+    assert torch.equal(kernels.abstopk(x, 4), reference.abstopk(x, 4))
+    sliced = base[:, ::2]  # last-dim stride 2
+    assert torch.equal(kernels.abstopk(sliced, 2), reference.abstopk(sliced, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_abstopk_triton_gradient_reuses_selection(use_triton, dtype):
+    x = tied_values((4, 8), seed=4, dtype=dtype)
+    x[2] = 0  # kept entries that are exactly zero must still get their gradient
+    g = torch.randn(4, 8, generator=gen(5)).to(dtype)
+    xt = x.clone().requires_grad_()
+    xr = x.clone().requires_grad_()
+    (grad_t,) = torch.autograd.grad((kernels.abstopk(xt, 3) * g).sum(), xt)
+    (grad_r,) = torch.autograd.grad((reference.abstopk(xr, 3) * g).sum(), xr)
+    assert torch.equal(grad_t, grad_r)
+    assert torch.equal(grad_t != 0, reference.abstopk_mask(x, 3) & (g != 0))
+
+
+# ----------------------------------------------------------------------------- rms_norm
+def _rms_inputs(dtype, seed=6):
+    x = torch.randn(2, 3, 24, generator=gen(seed)).to(dtype)
+    w = 1 + 0.3 * torch.randn(24, generator=gen(seed + 1))
+    return x, w
+
+
+# (atol, rtol) of Triton vs the reference: fp32 agrees to rounding; the bf16 reference divides in bf16.
+RMS_TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (3e-2, 2e-2)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_triton_matches_reference(use_triton, dtype):
+    x, w = _rms_inputs(dtype)
+    out, scale = kernels.rms_norm(x, w, 1e-5)
+    ref_out, ref_scale = reference.rms_norm(x, w, 1e-5)
+    atol, rtol = RMS_TOL[dtype]
+    assert out.dtype == ref_out.dtype and scale.dtype == ref_scale.dtype and scale.shape == (2, 3, 1)
+    torch.testing.assert_close(scale, ref_scale, atol=atol, rtol=rtol)
+    torch.testing.assert_close(out, ref_out, atol=atol, rtol=rtol)
+
+
+def test_rms_norm_triton_non_contiguous(use_triton):
+    x = torch.randn(24, 5, generator=gen(8)).T  # [5, 24] with strides (1, 5)
+    w = torch.randn(24, generator=gen(9))
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-6)[0], reference.rms_norm(x, w, 1e-6)[0])
+
+
+def test_rms_norm_triton_gradients(use_triton):
+    x, w = _rms_inputs(torch.float32)
+    g_out = torch.randn(2, 3, 24, generator=gen(10))
+    g_scale = torch.randn(2, 3, 1, generator=gen(11))
+    grads = []
+    for fn in (kernels.rms_norm, reference.rms_norm):
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out, scale = fn(xx, ww, 1e-5)
+        grads.append(torch.autograd.grad((out * g_out).sum() + (scale * g_scale).sum(), [xx, ww]))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_rms_norm_frozen_triton_forward_and_gradients(use_triton):
+    x, w = _rms_inputs(torch.float32, seed=12)
+    scale = 0.5 + torch.rand(2, 3, 1, generator=gen(13))
+    g_out = torch.randn(2, 3, 24, generator=gen(14))
+    results = []
+    for fn in (kernels.rms_norm_frozen, reference.rms_norm_frozen):
+        xx, ww, ss = x.clone().requires_grad_(), w.clone().requires_grad_(), scale.clone().requires_grad_()
+        out = fn(xx, ww, ss)
+        results.append((out, *torch.autograd.grad((out * g_out).sum(), [xx, ww, ss])))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_rms_norm_frozen_triton_broadcast_scale(use_triton):
+    x, w = _rms_inputs(torch.float32, seed=15)
+    scale = torch.full((1, 3, 1), 2.0)
+    torch.testing.assert_close(kernels.rms_norm_frozen(x, w, scale), reference.rms_norm_frozen(x, w, scale))
+
+
+# ----------------------------------------------------------------------------- masked_ablate
+def _ablate_case(kind: str, channel=(3, 4), seed=20):
+    x = torch.randn(2, 5, *channel, generator=gen(seed))
+    mask = torch.rand(channel, generator=gen(seed + 1))
+    replacement = {
+        "zero": None,
+        "mean": torch.randn(channel, generator=gen(seed + 2)),
+        "resample": torch.randn(x.shape, generator=gen(seed + 3)),
+    }[kind]
+    return x, mask, replacement
+
+
+@pytest.mark.parametrize("kind", ["zero", "mean", "resample"])
+def test_masked_ablate_triton_forward_and_mask_gradient(use_triton, kind):
+    x, mask, replacement = _ablate_case(kind)
+    g = torch.randn(x.shape, generator=gen(30))
+    results = []
+    for fn in (kernels.masked_ablate, reference.masked_ablate):
+        xx, mm = x.clone().requires_grad_(), mask.clone().requires_grad_()
+        rr = None if replacement is None else replacement.clone().requires_grad_()
+        out = fn(xx, mm, rr)
+        inputs = [xx, mm] + ([rr] if rr is not None else [])
+        results.append((out, *torch.autograd.grad((out * g).sum(), inputs)))
+    for got, want in zip(*results):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_ablate_triton_binary_mask_is_exact(use_triton, dtype):
+    x, _, _ = _ablate_case("mean", seed=40)
+    x = x.to(dtype)
+    mean = torch.randn(3, 4, generator=gen(41)).to(dtype)
+    keep = torch.rand(3, 4, generator=gen(42)) < 0.5
+    assert torch.equal(kernels.masked_ablate(x, torch.ones(3, 4, dtype=torch.bool), mean), x)  # all kept: x exactly
+    assert torch.equal(kernels.masked_ablate(x, keep, mean), reference.masked_ablate(x, keep, mean))
+    assert torch.equal(kernels.masked_ablate(x, keep, None), reference.masked_ablate(x, keep, None))
+
+
+def test_masked_ablate_triton_non_contiguous(use_triton):
+    x = torch.randn(6, 4, generator=gen(43)).T  # [4, 6]
+    mask = torch.rand(6, generator=gen(44))
+    mean = torch.randn(6, generator=gen(45))
+    torch.testing.assert_close(kernels.masked_ablate(x, mask, mean), reference.masked_ablate(x, mask, mean))
+
+
+# ----------------------------------------------------------------------------- weight_topk_mask
+@pytest.mark.parametrize("floor_dim", [0, 1])
+def test_weight_topk_triton_selects_like_reference(use_triton, floor_dim):
+    g = gen(50)
+    for trial in range(6):
+        n_rows, n_cols = (int(v) for v in torch.randint(1, 8, (2,), generator=g))
+        w = torch.randint(-3, 4, (n_rows, n_cols), generator=g).to(DTYPES[trial % 3])
+        floor = int(torch.randint(0, 4, (1,), generator=g))
+        for k in (0, int(torch.randint(0, w.numel() + 1, (1,), generator=g)), w.numel()):
+            got = kernels.weight_topk_mask(w, k, floor=floor, floor_dim=floor_dim)
+            assert torch.equal(got, reference.weight_topk_mask(w, k, floor, floor_dim)), (w, k, floor)
+
+
+def test_weight_topk_triton_all_equal_and_continuous(use_triton):
+    w = torch.full((4, 6), -0.5)
+    for k in (0, 5, 9, 24):
+        assert torch.equal(kernels.weight_topk_mask(w, k, floor=2), reference.weight_topk_mask(w, k, 2))
+    w = torch.randn(9, 13, generator=gen(51))
+    assert torch.equal(kernels.weight_topk_mask(w, 40, floor=2), reference.weight_topk_mask(w, 40, 2))
+
+
+def test_weight_topk_triton_non_contiguous(use_triton):
+    w = torch.randn(10, 7, generator=gen(52)).T  # [7, 10]
+    for floor_dim in (0, 1):
+        got = kernels.weight_topk_mask(w, 25, floor=3, floor_dim=floor_dim)
+        assert torch.equal(got, reference.weight_topk_mask(w, 25, 3, floor_dim))
+
+
+# ----------------------------------------------------------------------------- sparse_linear
+def _sparse_weight(n_out=20, n_in=24, density=0.15, seed=60, dtype=torch.float32):
+    w = torch.randn(n_out, n_in, generator=gen(seed)) * (torch.rand(n_out, n_in, generator=gen(seed + 1)) < density)
+    w[3] = 0  # an output row with no nonzeros
+    return w.to(dtype)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_sparse_linear_matches_dense(monkeypatch, backend):
+    monkeypatch.setenv("SPARSELENS_KERNELS", backend)
+    w = _sparse_weight()
+    bias = torch.randn(20, generator=gen(61))
+    x = torch.randn(2, 9, 24, generator=gen(62))
+    csr = CSRWeight.from_dense(w)
+    assert torch.equal(csr.to_dense(), w) and csr.nnz == int((w != 0).sum())
+    torch.testing.assert_close(kernels.sparse_linear(x, csr, bias), F.linear(x, w, bias), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernels.sparse_linear(x[:, ::2], csr), F.linear(x[:, ::2], w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_sparse_linear_gradients(monkeypatch, backend):
+    monkeypatch.setenv("SPARSELENS_KERNELS", backend)
+    w = _sparse_weight(seed=63)
+    x = torch.randn(7, 24, generator=gen(64))
+    bias = torch.randn(20, generator=gen(65))
+    g = torch.randn(7, 20, generator=gen(66))
+    grads = []
+    for sparse in (True, False):
+        xx, bb = x.clone().requires_grad_(), bias.clone().requires_grad_()
+        y = kernels.sparse_linear(xx, CSRWeight.from_dense(w), bb) if sparse else F.linear(xx, w, bb)
+        grads.append(torch.autograd.grad((y * g).sum(), [xx, bb]))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_linear_triton_bf16(use_triton):
+    w = _sparse_weight(seed=67, dtype=torch.bfloat16)
+    x = torch.randn(5, 24, generator=gen(68)).to(torch.bfloat16)
+    expected = F.linear(x.float(), w.float()).to(torch.bfloat16)  # fp32 accumulation, like the kernel
+    torch.testing.assert_close(kernels.sparse_linear(x, CSRWeight.from_dense(w)), expected, atol=1e-2, rtol=1e-2)
+
+
+def _sparse_model(density: float, seed: int = 0, **config) -> HookedSparseTransformer:
+    model = randomize(HookedSparseTransformer(tiny_config(**config)), seed=seed + 1)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                module.weight.mul_(torch.rand(module.weight.shape, generator=gen(seed)) < density)
+    return model
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_sparsify_linears_keeps_activations_hooks_and_weights(monkeypatch, tokens, backend):
+    if backend == "triton":  # only sparse_linear interpreted, on few tokens: the interpreter is slow
+        tokens = tokens[:1, :5]
+        choose = ops._backend
+        monkeypatch.setattr(ops, "_backend", lambda op, *t: choose(op, *t) if op == "sparse_linear" else "torch")
+    model = _sparse_model(0.1, n_layers=1, d_model=32, d_head=8)
+    logits_before, cache_before = model.run_with_cache(tokens)
+    W_Q, W_in = model.W_Q.clone(), model.W_in.clone()
+    n_linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    monkeypatch.setenv("SPARSELENS_KERNELS", backend)
+    assert kernels.sparsify_linears(model, max_density=1.0) == n_linears > 0
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    assert torch.equal(model.W_Q, W_Q) and torch.equal(model.W_in, W_in)
+    logits_after, cache_after = model.run_with_cache(tokens)
+    assert set(cache_after.keys()) == set(cache_before.keys())
+    for name in cache_before.keys():
+        torch.testing.assert_close(cache_after[name], cache_before[name], atol=1e-4, rtol=1e-4, msg=name)
+    torch.testing.assert_close(logits_after, logits_before, atol=1e-4, rtol=1e-4)
+
+
+def test_sparse_linear_state_dict_loads_into_dense_model(tokens):
+    model = _sparse_model(0.1, seed=2)
+    dense_logits = model(tokens)
+    kernels.sparsify_linears(model, max_density=1.0)
+    fresh = HookedSparseTransformer(tiny_config())
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(tokens), dense_logits, atol=1e-5, rtol=1e-5)
+    empty = _sparse_model(0.02, seed=3)  # a different sparsity pattern, loaded back into SparseLinears
+    kernels.sparsify_linears(empty, max_density=1.0)
+    empty.load_state_dict(model.state_dict())
+    torch.testing.assert_close(empty(tokens), dense_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_sparsify_linears_default_uses_the_cpu_crossover():
+    model = _sparse_model(1.0)  # every linear dense
+    fc_in = model.blocks[0].mlp.fc_in
+    with torch.no_grad():
+        fc_in.weight.mul_(torch.rand(fc_in.weight.shape, generator=gen(7)) < CPU_CSR_MAX_DENSITY / 2)
+    assert kernels.sparsify_linears(model) == 1
+    assert isinstance(model.blocks[0].mlp.fc_in, kernels.SparseLinear)
+    assert type(model.blocks[0].mlp.fc_out) is nn.Linear
+
+
+# ----------------------------------------------------------------------------- dispatcher
+def test_dispatcher_default_and_override(monkeypatch, caplog):
+    x = torch.zeros(2, 3)
+    monkeypatch.delenv("SPARSELENS_KERNELS", raising=False)
+    assert dispatch.backend_for("abstopk", x) == "torch"  # CPU tensor, no override
+    monkeypatch.setenv("SPARSELENS_KERNELS", "triton")
+    assert dispatch.backend_for("abstopk", x) == "triton"
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+    assert dispatch.backend_for("abstopk", x) == "torch"
+    monkeypatch.setenv("SPARSELENS_KERNELS", "cuda")
+    with pytest.raises(ValueError, match="SPARSELENS_KERNELS"):
+        dispatch.backend_for("abstopk", x)
+
+
+def test_dispatcher_routes_calls(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch reference was called")
+
+    monkeypatch.setattr(reference, "abstopk", refuse)
+    monkeypatch.setattr(reference, "weight_topk_mask", refuse)
+    x = torch.randn(3, 5, generator=gen(80))
+    monkeypatch.setenv("SPARSELENS_KERNELS", "triton")
+    kernels.abstopk(x, 2)
+    kernels.weight_topk_mask(x, 4, floor=1)
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+    with pytest.raises(AssertionError, match="torch reference"):
+        kernels.abstopk(x, 2)
+
+
+def test_dispatcher_logs_each_choice_once(monkeypatch, caplog):
+    monkeypatch.setattr(dispatch, "_logged", set())
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+    with caplog.at_level(logging.INFO, logger="sparselens.kernels"):
+        for _ in range(3):
+            kernels.abstopk(torch.ones(2, 4), 1)
+    assert [r.getMessage() for r in caplog.records if "abstopk" in r.getMessage()] == [
+        "sparselens.kernels: abstopk uses the torch implementation (SPARSELENS_KERNELS=torch)"
+    ]
+
+
+# ----------------------------------------------------------------------------- hostile inputs
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_bad_arguments_raise_clear_errors(monkeypatch, backend):
+    monkeypatch.setenv("SPARSELENS_KERNELS", backend)
+    x = torch.randn(2, 6)
+    cases = [
+        (lambda: kernels.abstopk(x, 7), "k=7 must be between 0 and the last dim"),
+        (lambda: kernels.abstopk(x, -1), "k=-1"),
+        (lambda: kernels.abstopk(x, 2.0), "k must be an int"),
+        (lambda: kernels.abstopk(x.long(), 2), "float tensor"),
+        (lambda: kernels.rms_norm(x, torch.ones(5), 1e-5), "weight must have shape"),
+        (lambda: kernels.rms_norm_frozen(x, torch.ones(6), torch.ones(3, 1)), "scale must broadcast"),
+        (lambda: kernels.masked_ablate(x, torch.ones(5), None), "mask shape"),
+        (lambda: kernels.masked_ablate(x, torch.ones(6), torch.ones(4)), "replacement must have"),
+        (lambda: kernels.weight_topk_mask(x, 13), "k=13 must be between 0 and w.numel"),
+        (lambda: kernels.weight_topk_mask(x, 3, floor=-1), "floor must be >= 0"),
+        (lambda: kernels.weight_topk_mask(x, 3, floor_dim=2), "floor_dim must be 0"),
+        (lambda: kernels.weight_topk_mask(x.view(2, 3, 2), 3), "2-D weight matrix"),
+        (lambda: kernels.sparse_linear(torch.randn(2, 5), CSRWeight.from_dense(torch.eye(6))), "d_in = 6"),
+        (lambda: kernels.sparsify_linears(nn.Linear(2, 2), max_density=2.0), "max_density"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
