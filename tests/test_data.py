@@ -70,6 +70,8 @@ def test_rebuild_is_deterministic_on_a_small_corpus(tmp_path):
     assert a.get_vocab_size() == 400 and a.token_to_id(EOT) == 399
     assert len(a.encode(" enumerate").ids) == 1
     out = save_tokenizer(a, tmp_path / "tok")
+    assert sorted(p.name for p in out.iterdir()) == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     reloaded = load_tokenizer(out)
     assert len(reloaded) == 400 and reloaded.eos_token_id == 399
 
@@ -160,6 +162,10 @@ def test_corpus_hostile_inputs(tmp_path, tok):
         load_corpus(one, tokenizer=tok, cache_dir=tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="unknown corpus split 'test'"):
         load_corpus(one, split="test", tokenizer=tok)
+    with pytest.raises(FileNotFoundError, match="no_such_folder' does not exist"):
+        load_corpus(tmp_path / "no_such_folder", tokenizer=tok)
+    with pytest.raises(FileNotFoundError, match="no_such_folder' does not exist"):
+        load_corpus(str(tmp_path / "no_such_folder"), tokenizer=tok)  # an absolute string is never a hub name
     with pytest.raises(NotADirectoryError, match="a.py"):
         load_corpus(one / "a.py", tokenizer=tok)
 

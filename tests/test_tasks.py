@@ -109,7 +109,9 @@ def test_target_is_the_token_the_tokenizer_produces_in_context(name, tasks, tok)
         for prompt, target, suffix in ((pair.prompt_a, pair.target_a, pair.suffix_a), (pair.prompt_b, pair.target_b, pair.suffix_b)):
             head = tok.encode(prompt) + [task.target_ids[target]]
             assert tok.encode(prompt + target + suffix)[: len(head)] == head, (prompt[-40:], target, suffix)
-            compile(_complete(prompt + target + suffix), name, "exec")  # the snippet is real Python
+            snippet = prompt + target + suffix
+            compile(_complete(snippet), name, "exec")  # the snippet is real Python
+            assert "self" not in snippet or "class " in snippet  # no self outside a method
 
 
 def _complete(src: str) -> str:

@@ -29,6 +29,7 @@ Design:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -127,15 +128,23 @@ def train_tokenizer(
 
 
 def save_tokenizer(tokenizer: Tokenizer, out_dir: Path) -> Path:
-    """Save as a ``transformers`` fast tokenizer directory (tokenizer.json + configs)."""
+    """Save as a ``transformers`` fast tokenizer directory.
+
+    Writes ``tokenizer.json``, ``tokenizer_config.json`` (class ``PreTrainedTokenizerFast``, which
+    transformers 4 and 5 both load) and ``special_tokens_map.json``.
+    """
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT
-    )
+    specials = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": EOT}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **specials)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 

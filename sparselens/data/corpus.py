@@ -4,8 +4,8 @@ A *source* is one of:
 
 * ``None``: the ``.py`` files of the running Python's standard library (about 30 MB of real
   Python, no download; ``site-packages`` is left out);
-* a folder: every text file under it (UTF-8, no NUL bytes; hidden folders and ``__pycache__`` are
-  skipped), optionally only those with given ``extensions``;
+* a folder: every text file under it (UTF-8, no NUL bytes; hidden folders, ``__pycache__``,
+  ``site-packages`` and ``dist-packages`` are skipped), optionally only those with given ``extensions``;
 * a Hugging Face hub data set name (needs a network): its ``train`` split, text in ``text_column``.
 
 Each document belongs to ``"train"`` or ``"val"`` by a hash of its id (the path relative to the
@@ -118,9 +118,15 @@ def _folder_documents(root: Path, extensions: Optional[Sequence[str]]) -> tuple[
         wanted = f"files ending in {', '.join(extensions)}" if extensions else "files"
         raise ValueError(
             f"corpus folder {str(root)!r} has no text to train on: expected non-empty UTF-8 {wanted} "
-            "(hidden folders and __pycache__ are skipped)"
+            "(hidden folders, __pycache__, site-packages and dist-packages are skipped)"
         )
     return ids, texts
+
+
+def _looks_like_path(source: Union[str, os.PathLike]) -> bool:
+    """True for sources that can only be paths (absolute, ``./``, ``../``, ``~``, Path objects)."""
+    text = str(source)
+    return not isinstance(source, str) or os.path.isabs(text) or text.startswith((".", "~"))
 
 
 def load_documents(
@@ -129,7 +135,8 @@ def load_documents(
     """The documents of a source as a ``datasets.Dataset`` with columns ``id`` and ``text``.
 
     Args:
-        source: None (the standard library), a folder, or a hub data set name.
+        source: None (the standard library), a folder (a ``Path``, or a string that exists or starts
+            with ``/``, ``.`` or ``~``), or a hub data set name.
         extensions: file name endings to keep for folders (the standard library uses ``(".py",)``).
         text_column: the text column of a hub data set.
     """
@@ -137,7 +144,7 @@ def load_documents(
 
     if source is None:
         ids, texts = _folder_documents(stdlib_dir(), extensions or (".py",))
-    elif Path(source).expanduser().exists():
+    elif Path(source).expanduser().exists() or _looks_like_path(source):
         ids, texts = _folder_documents(Path(source).expanduser().resolve(), extensions)
     else:
         try:

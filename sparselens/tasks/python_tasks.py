@@ -33,8 +33,8 @@ LOCALS = ["result", "total", "out", "parts", "buf", "pending", "matches", "entri
 HELPERS = ["len", "list", "sorted", "tuple", "normalize", "copy.copy", "os.fspath", "iter", "str"]
 LOOP_VARS = ["item", "row", "line", "node", "value", "entry", "record", "child", "arg", "path", "name", "key",
              "token", "chunk", "x", "obj", "part", "field", "event", "task"]
-ITERABLES = ["items", "self.items", "rows", "lines", "nodes", "values", "data", "entries", "records",
-             "self._children", "args", "paths", "names", "keys", "tokens", "chunks", "parts", "fields", "self.tasks"]
+ITERABLES = ["items", "rows", "lines", "nodes", "values", "data", "entries", "records", "args", "paths",
+             "names", "keys", "tokens", "chunks", "parts", "fields"]
 #: Identifiers that tasks copy as targets (filtered to single tokens per tokenizer).
 NAME_POOL = ["name", "value", "data", "path", "size", "key", "item", "node", "line", "text", "mode", "msg",
              "obj", "result", "state", "source", "args", "file", "error", "event", "frame", "header", "context",
@@ -63,24 +63,31 @@ def _statement(rng: random.Random, args: Sequence[str]) -> str:
                        f"check({a})", f"{v} += 1"])
 
 
-def _function(rng: random.Random, max_statements: int = 2) -> tuple[str, str]:
+def _function(rng: random.Random, max_statements: int = 2) -> tuple[str, str, str]:
     """A module header, a function (or a method in a class) and some neutral statements.
 
     Returns:
-        ``(text, indent)``: the text ends with a newline and ``indent``, where the body continues.
+        ``(text, indent, me)``: the text ends with a newline and ``indent``, where the body
+        continues; ``me`` is ``"self."`` in a method and ``""`` in a function, to prefix names
+        that are attributes in a method (``f"{me}_lock"``) and globals or locals in a function.
     """
     fn = f"{rng.choice(VERBS)}_{rng.choice(NOUNS)}"
     args = rng.sample(ARGS, rng.randint(1, 3))
     if rng.random() < 0.4:
-        ind = " " * 8
+        ind, me = " " * 8, "self."
         lines = [f"class {rng.choice(CLASSES)}:", f"    def {fn}(self, {', '.join(args)}):"]
     else:
-        ind = " " * 4
+        ind, me = " " * 4, ""
         lines = [f"def {fn}({', '.join(args)}):"]
     if rng.random() < 0.3:
         lines.append(f'{ind}"""{rng.choice(VERBS).capitalize()} the {rng.choice(NOUNS)}."""')
     lines += [ind + _statement(rng, args) for _ in range(rng.randint(0, max_statements))]
-    return _module_header(rng) + "\n".join(lines) + "\n" + ind, ind
+    return _module_header(rng) + "\n".join(lines) + "\n" + ind, ind, me
+
+
+def _iterable(rng: random.Random, me: str) -> str:
+    """Something to loop over: a local or argument, or an attribute in a method."""
+    return rng.choice(ITERABLES + [f"{me}items", f"{me}_children", f"{me}tasks"])
 
 
 def _names(task: str, tokenizer: Any, pool: Sequence[str] = NAME_POOL, space: str = " ") -> list[str]:
@@ -105,12 +112,12 @@ def single_double_quote(tokenizer: Any = None) -> Task:
     """
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         text = rng.choice(WORDS)
-        form = rng.choice(["{v} = {q}{t}", "return {q}{t}", "{v}[{k}] = {q}{t}", "self.{v} = {q}{t}", "yield {q}{t}"])
+        form = rng.choice(["{v} = {q}{t}", "return {q}{t}", "{v}[{k}] = {q}{t}", "{me}{v} = {q}{t}", "yield {q}{t}"])
         v, k = rng.choice(LOCALS), rng.choice(ARGS)
-        a = head + form.format(v=v, k=k, q='"', t=text)
-        b = head + form.format(v=v, k=k, q="'", t=text)
+        a = head + form.format(v=v, k=k, q='"', t=text, me=me)
+        b = head + form.format(v=v, k=k, q="'", t=text, me=me)
         return PromptPair(a, b, '"', "'", "\n", "\n")
 
     return Task("single_double_quote", gen, ['"', "'"], tokenizer, description="close a string with its opening quote")
@@ -139,9 +146,9 @@ def final_kwarg(tokenizer: Any = None) -> Task:
 
 def _set_or_string(name: str, tokenizer: Any, fixed_var: str | None) -> Task:
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng, max_statements=1)
+        head, ind, me = _function(rng, max_statements=1)
         var = fixed_var or rng.choice(["result", "out", "acc", "collected", "output", "found", "res", "keep", "parts", "buf"])
-        x, xs = rng.sample(LOOP_VARS, 1)[0], rng.choice(ITERABLES)
+        x, xs = rng.choice(LOOP_VARS), _iterable(rng, me)
         empty_str = rng.choice(['""', "''"])
         middle = rng.choice(["", f"{ind}{_statement(rng, [xs])}\n"])
         cond = rng.choice(["", f"if {x}:\n{ind}        ", f"if {x} is not None:\n{ind}        "])
@@ -190,13 +197,13 @@ def class_init(tokenizer: Any = None) -> Task:
 
 def with_as(tokenizer: Any = None) -> Task:
     """``with`` binds the value of context managers that return one: A opens a file
-    (``with open(...)`` -> ``" as"``), B enters a lock (``with self._lock`` -> ``":"``)."""
+    (``with open(...)`` -> ``" as"``), B enters a lock (``with self._lock``; ``with _lock`` in a function) -> ``":"``."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
-        path = rng.choice(["path", "filename", "self.path", "fname", "config_path", "os.path.join(root, name)"])
+        head, ind, me = _function(rng)
+        path = rng.choice(["path", "filename", f"{me}path", "fname", "config_path", "os.path.join(root, name)"])
         mode = rng.choice(["", ', "rb"', ", 'w'", ', encoding="utf-8"', ""])
-        lock = rng.choice(["self._lock", "self.lock", "lock", "self._mutex", "self._cond", "_lock", "mutex"])
+        lock = rng.choice([f"{me}_lock", f"{me}lock", "lock", f"{me}_mutex", f"{me}_cond", "mutex"])
         return PromptPair(f"{head}with open({path}{mode})", f"{head}with {lock}", " as", ":",
                           f" {rng.choice(['f', 'fp', 'fh', 'stream'])}:\n", "\n")
 
@@ -208,7 +215,7 @@ def bracket_brace(tokenizer: Any = None) -> Task:
     (B, ``[k, v, k2``). Elements are numbers or names."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         pool = rng.choice([[str(i) for i in range(100)], LOOP_VARS + ARGS])
         n = rng.randint(1, 3)
         elems = [rng.choice(pool) for _ in range(2 * n + 1)]
@@ -226,15 +233,16 @@ def with_open(tokenizer: Any = None) -> Task:
     """The mode of ``open`` from the file's name: ``"r"`` for an input-like name (A), ``"w"`` for an
     output-like name (B); the names are variables (``in_path``/``out_path``) or literals."""
     readers = ["in_path", "input_path", "src_path", "source_file", "infile", "input_file", "config_path",
-               '"input.txt"', '"config.json"', "template_path", '"data.csv"', "self.source"]
+               '"input.txt"', '"config.json"', "template_path", '"data.csv"', "{me}source"]
     writers = ["out_path", "output_path", "dst_path", "dest_file", "outfile", "output_file", "report_path",
-               '"output.txt"', '"results.json"', "save_path", '"out.csv"', "self.destination"]
+               '"output.txt"', '"results.json"', "save_path", '"out.csv"', "{me}destination"]
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         q = rng.choice(['"', "'"])
         fh = rng.choice(["f", "fp", "fh", "stream"])
-        return PromptPair(f"{head}with open({rng.choice(readers)}, {q}", f"{head}with open({rng.choice(writers)}, {q}",
+        src, dst = rng.choice(readers).format(me=me), rng.choice(writers).format(me=me)
+        return PromptPair(f"{head}with open({src}, {q}", f"{head}with open({dst}, {q}",
                           "r", "w", f"{q}) as {fh}:\n", f"{q}) as {fh}:\n")
 
     return Task("with_open", gen, ["r", "w"], tokenizer, description="open(..., 'r') for inputs, 'w' for outputs")
@@ -245,7 +253,7 @@ def bracket_counting(tokenizer: Any = None) -> Task:
     with the same elements)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         pool = rng.choice([[str(i) for i in range(100)], LOOP_VARS, ["0.5", "1.0", "2.5", "0.1", "3.0"]])
         rows, width = rng.randint(1, 3), rng.randint(1, 3)
         elems = [[rng.choice(pool) for _ in range(width)] for _ in range(rows)]
@@ -262,10 +270,10 @@ def for_while(tokenizer: Any = None) -> Task:
     """After a loop variable: ``" in"`` in a ``for`` loop (A), ``":"`` in a ``while`` loop (B)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         x = rng.choice(["node", "queue", "stack", "pending", "todo", "line", "item", "current", "chunk", "data",
-                        "self.running", "remaining", "frames", "child", "buf"])
-        return PromptPair(f"{head}for {x}", f"{head}while {x}", " in", ":", f" {rng.choice(ITERABLES)}:\n", "\n")
+                        f"{me}running", "remaining", "frames", "child", "buf"])
+        return PromptPair(f"{head}for {x}", f"{head}while {x}", " in", ":", f" {_iterable(rng, me)}:\n", "\n")
 
     return Task("for_while", gen, [" in", ":"], tokenizer, description="' in' after for x, ':' after while x")
 
@@ -277,7 +285,7 @@ def else_elif(tokenizer: Any = None) -> Task:
     pool = _names("else_elif", tokenizer)
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         x = rng.choice(pool)
         op, val = rng.choice([(" ==", " 0"), (" >", " 0"), (" is", " None"), (" <", " 10"), (" ==", " 1")])
         body = f"{rng.choice(LOCALS)} = {rng.choice(['None', '0', x, '[]', 'True'])}"
@@ -292,7 +300,7 @@ def fstring_brace(tokenizer: Any = None) -> Task:
     in the equivalent concatenation ``)`` (B, ``"found " + str(count``)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         words = rng.choice(["found", "loaded", "total", "processing", "skipped", "read", "value of", "got"])
         after = rng.choice(["items", "rows", "files", "entries", "records", "bytes", "done"])
         x = rng.choice(LOCALS + ARGS)
@@ -310,10 +318,10 @@ def if_ternary(tokenizer: Any = None) -> Task:
     ``if`` statement (B, ``if c``)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         c = rng.choice(LOOP_VARS + ARGS)
-        cond = rng.choice([c, f"not {c}", f"{c} is None", f"{c} is not None", f"{c} > 0", f"len({c}) > 1", f"self.{c}"])
-        val = rng.choice(["None", "0", "[]", c, "default", "self.default", "1"])
+        cond = rng.choice([c, f"not {c}", f"{c} is None", f"{c} is not None", f"{c} > 0", f"len({c}) > 1", f"{me}{c}"])
+        val = rng.choice(["None", "0", "[]", c, "default", f"{me}default", "1"])
         lhs = rng.choice([f"{rng.choice(LOCALS)} = ", "return "])
         return PromptPair(f"{head}{lhs}{val} if {cond}", f"{head}if {cond}", " else", ":", f" {rng.choice(['None', '0', c])}\n", "\n")
 
@@ -327,7 +335,7 @@ def var_swap(tokenizer: Any = None) -> Task:
     pool = _names("var_swap", tokenizer)
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         x, y = rng.sample(pool, 2)
         pre = rng.choice(["", f"if {x} > {y}:\n{ind}    ", f"if {y} < {x}:\n{ind}    "])
         return PromptPair(f"{head}{pre}{x}, {y} = {y},", f"{head}{pre}{y}, {x} = {x},", f" {x}", f" {y}", "\n", "\n")
@@ -341,10 +349,10 @@ def indent_for(tokenizer: Any = None) -> Task:
     sits one level deeper, inside an ``if``/``else``/``with``/``while`` block."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
-        loop = f"for {rng.choice(LOOP_VARS)} in {rng.choice(ITERABLES)}:"
-        opener = rng.choice(["if {a}:", "with self._lock:", "with open({a}) as f:", "while {a}:", "if {a} is not None:", "else:"])
-        opener = opener.format(a=rng.choice(ARGS))
+        head, ind, me = _function(rng)
+        loop = f"for {rng.choice(LOOP_VARS)} in {_iterable(rng, me)}:"
+        opener = rng.choice(["if {a}:", "with {me}_lock:", "with open({a}) as f:", "while {a}:", "if {a} is not None:", "else:"])
+        opener = opener.format(a=rng.choice(ARGS), me=me)
         if opener == "else:":
             opener = f"if {rng.choice(ARGS)}:\n{ind}    pass\n{ind}else:"
         deep = ind + "    "
@@ -360,9 +368,9 @@ def lambda_func(tokenizer: Any = None) -> Task:
     ``"("`` in a ``def`` (B, ``def key``)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         fn = rng.choice(["key", "sort_key", "transform", "callback", "predicate", "score", "convert", "handler"])
-        arg, xs, out = rng.choice(LOOP_VARS), rng.choice(ITERABLES), rng.choice(LOCALS)
+        arg, xs, out = rng.choice(LOOP_VARS), _iterable(rng, me), rng.choice(LOCALS)
         body = f" {arg}.{rng.choice(['name', 'size', 'key'])}"
         a, close = rng.choice([(f"{fn} = lambda {arg}", ""), (f"{out} = sorted({xs}, key=lambda {arg}", ")"),
                                (f"{out} = map(lambda {arg}", f", {xs})")])
@@ -376,12 +384,12 @@ def if_equals(tokenizer: Any = None) -> Task:
     statement-initial ``x`` (B)."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
-        x = rng.choice(LOCALS + ARGS + [f"self.{a}" for a in ARGS[:8]])
+        head, ind, me = _function(rng)
+        x = rng.choice(LOCALS + ARGS + [f"{me}{a}" for a in ARGS[:8]])
         kw = rng.choice(["if", "if", "elif", "while"])
         if kw == "elif":
             head += f"if {x} is None:\n{ind}    return\n{ind}"
-        val = rng.choice(["0", "1", "None", "-1", "self.limit", "expected", "[]"])
+        val = rng.choice(["0", "1", "None", "-1", f"{me}limit", "expected", "[]"])
         return PromptPair(f"{head}{kw} {x}", f"{head}{x}", " ==", " =", f" {val}:\n", f" {val}\n")
 
     return Task("if_equals", gen, [" ==", " ="], tokenizer, description="' ==' in a condition, ' =' in an assignment")
@@ -391,10 +399,10 @@ def enumerate_range(tokenizer: Any = None) -> Task:
     """Two loop variables (A, ``for i, x in``) -> ``" enumerate"``; one index (B, ``for i in``) -> ``" range"``."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         i = rng.choice(["i", "idx", "index", "n", "k", "j", "pos", "lineno"])
         x = rng.choice([v for v in LOOP_VARS if v != i])
-        xs = rng.choice(ITERABLES)
+        xs = _iterable(rng, me)
         return PromptPair(f"{head}for {i}, {x} in", f"{head}for {i} in", " enumerate", " range", f"({xs}):\n", f"(len({xs})):\n")
 
     return Task("enumerate_range", gen, [" enumerate", " range"], tokenizer, description="' enumerate' for i, x; ' range' for i")
@@ -407,13 +415,13 @@ def var_if(tokenizer: Any = None) -> Task:
     pool = _names("var_if", tokenizer)
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        head, ind = _function(rng)
+        head, ind, me = _function(rng)
         x, y = rng.sample(pool, 2)
-        exprs = ["{f}({a})", "self._{f}({a})", "{a}.get({k})", "re.match({k}, {a})", "self.{a}", "next(iter({a}), None)"]
+        exprs = ["{f}({a})", "{me}_{f}({a})", "{a}.get({k})", "re.match({k}, {a})", "{me}{a}", "next(iter({a}), None)"]
 
         def rhs() -> str:
             return rng.choice(exprs).format(f=rng.choice(["lookup", "find", "parse", "fetch", "resolve"]),
-                                            a=rng.choice(ARGS), k=rng.choice(ARGS))
+                                            a=rng.choice(ARGS), k=rng.choice(ARGS), me=me)
 
         ex, ey = rhs(), rhs()
         a = f"{head}{y} = {ey}\n{ind}{x} = {ex}\n{ind}if"
