@@ -3,10 +3,12 @@
 from sparselens.config import SparseTransformerConfig
 from sparselens.model import HookedSparseTransformer
 from sparselens.nodes import Node, NodeKind, NodeMask, NodeRegistry, NodeSite
+from sparselens.prune import Circuit, prune
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Circuit",
     "HookedSparseTransformer",
     "Node",
     "NodeKind",
@@ -14,4 +16,5 @@ __all__ = [
     "NodeRegistry",
     "NodeSite",
     "SparseTransformerConfig",
+    "prune",
 ]

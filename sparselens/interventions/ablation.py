@@ -64,7 +64,7 @@ def _mask_hook(
 
 def ablation_hooks(
     model: "HookedSparseTransformer",
-    mask: NodeMask,
+    mask: Union[NodeMask, Mapping[str, Tensor]],
     ablation: Union[str, Ablation],
     means: Optional[Mapping[str, Tensor]] = None,
     resample_cache: Optional[Mapping[str, Tensor]] = None,
@@ -75,7 +75,8 @@ def ablation_hooks(
 
     Args:
         model: the model the mask was built for.
-        mask: keep/drop per node.
+        mask: keep/drop per node: a :class:`NodeMask`, or per-site mask values [n_nodes] keyed by
+            site name (floats in [0, 1], possibly with gradient, as mask learning uses).
         ablation: ``"zero"``, ``"mean"`` or ``"resample"``.
         means: for mean ablation, per-site means keyed by hook name (or site name), each
             [*channel_shape] or [n_nodes]; see :func:`sparselens.interventions.compute_means`.
@@ -86,7 +87,7 @@ def ablation_hooks(
         A list of ``(hook_name, hook_fn)`` for ``run_with_hooks``.
     """
     ablation = Ablation.parse(ablation)
-    if mask.registry.sites != model.node_registry.sites:
+    if isinstance(mask, NodeMask) and mask.registry.sites != model.node_registry.sites:
         raise ValueError("the NodeMask was built for a different model (its node sites differ)")
     if ablation is Ablation.MEAN and means is None:
         raise ValueError("mean ablation needs means=...; compute them with sparselens.interventions.compute_means")
@@ -95,7 +96,7 @@ def ablation_hooks(
     device = model.W_E.device
     hooks: FwdHooks = []
     for site in model.node_sites:
-        keep = mask[site].to(device).reshape(site.channel_shape)
+        keep = _lookup(mask, site, "mask").to(device).reshape(site.channel_shape)
         replacement = None
         if ablation is Ablation.MEAN:
             replacement = _site_mean(means, site).to(device)
