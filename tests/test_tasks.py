@@ -299,7 +299,7 @@ def test_tasks_cli_lists_every_task(capsys):
     out = capsys.readouterr().out
     for name in PYTHON:
         assert name in out
-    assert 'return "' in out or "⟨\"⟩" in out
+    assert '⟨"⟩' in out and "⟨ enumerate⟩" in out and "⟨]]⟩" in out
     assert "not available with this tokenizer: pronoun" in out
     assert main(["tasks", "--task", "with_as"]) == 0
     assert "--- prompt A (target ' as'" in capsys.readouterr().out

@@ -7,9 +7,8 @@ Example:
     >>> batch = next(iter_batches(train, batch_size=16, seed=0))  # LongTensor [16, 256]
 """
 
-from sparselens.data.build_tokenizer import EOT, TOKENIZER_DIR
 from sparselens.data.corpus import document_split, iter_batches, load_corpus, load_documents, stdlib_dir
-from sparselens.data.tokenizer_io import load_tokenizer
+from sparselens.data.tokenizer_io import EOT, TOKENIZER_DIR, load_tokenizer
 
 __all__ = [
     "EOT",

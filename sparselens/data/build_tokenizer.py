@@ -36,11 +36,7 @@ from typing import Iterable, Optional, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-#: The one special token; its id is ``vocab_size - 1``.
-EOT = "<|endoftext|>"
-
-#: Where the shipped tokenizer lives.
-TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
+from sparselens.data.tokenizer_io import EOT, TOKENIZER_DIR
 
 #: Pieces that BPE merges never cross, tried in order at each position.
 PRETOKENIZE_PATTERN = (

@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from sparselens.data.build_tokenizer import EOT, TOKENIZER_DIR
+#: The one special token: BOS, EOS, pad and unk; id 2047 (the last) in the shipped tokenizer.
+EOT = "<|endoftext|>"
+
+#: Where the shipped tokenizer lives (rebuilt by ``python -m sparselens.data.build_tokenizer``).
+TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
 
 
 def load_tokenizer(path: Union[str, os.PathLike, None] = None) -> Any:
@@ -42,4 +46,4 @@ def load_tokenizer(path: Union[str, os.PathLike, None] = None) -> Any:
     return tokenizer
 
 
-__all__ = ["EOT", "load_tokenizer"]
+__all__ = ["EOT", "TOKENIZER_DIR", "load_tokenizer"]
