@@ -1,0 +1,210 @@
+"""TrainConfig: everything a training run needs, loadable from YAML.
+
+A config file has a ``model:`` mapping (the fields of :class:`~sparselens.SparseTransformerConfig`),
+a ``data:`` mapping (:class:`DataConfig`) and the training fields of :class:`TrainConfig` at the top
+level::
+
+    model:
+      n_layers: 4
+      d_model: 256
+      n_ctx: 256
+      d_vocab: 2048
+      afrac: 0.25
+      seed: 0
+    data:
+      source: stdlib          # "synthetic", a corpus name for sparselens.data, or a .pt file
+    n_steps: 20000
+    batch_size: 64            # global batch, in sequences (split across data-parallel ranks)
+    lr: 0.0128
+    l0_target: 0.0625         # final nonzero fraction of every weight matrix; 1.0 = dense baseline
+    out_dir: runs/sparse-4l
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from sparselens.config import SparseTransformerConfig
+from sparselens.errors import closest_hint
+
+
+@dataclass
+class DataConfig:
+    """Where the token batches come from.
+
+    Args:
+        source: ``"synthetic"`` (a deterministic token stream for tests and smoke runs), a path to a
+            ``.pt`` file holding packed tokens (an integer tensor ``[n_seq, n_ctx]``, or a dict with
+            ``"train"`` and ``"val"`` tensors), ``"stdlib"`` (the local Python standard library
+            through ``sparselens.data.load_corpus``), or another source ``load_corpus`` takes (a
+            folder of text files, a hub data set name).
+        val_fraction: for a ``.pt`` file holding one tensor, the fraction of sequences (the last
+            ones) held out for validation.
+        synthetic_sequences: number of training sequences the synthetic source generates (plus an
+            eighth as many validation sequences).
+        options: extra keyword arguments passed to ``sparselens.data.load_corpus`` (e.g.
+            ``extensions``, ``cache_dir``, ``progress``; ``tokenizer``: a saved tokenizer directory).
+    """
+
+    source: str = "synthetic"
+    val_fraction: float = 0.05
+    synthetic_sequences: int = 512
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"data.source must be a non-empty string, got {self.source!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.synthetic_sequences < 1:
+            raise ValueError(f"data.synthetic_sequences must be >= 1, got {self.synthetic_sequences}")
+
+
+@dataclass
+class TrainConfig:
+    """A training run: the model's architecture, the data, and METHOD.md section 2's recipe.
+
+    Args:
+        model: the architecture.
+        data: the token source.
+        n_steps: optimizer steps in the whole run (the schedules are fractions of it).
+        batch_size: global batch in sequences of ``model.n_ctx`` tokens (or the data's width);
+            split evenly across data-parallel ranks.
+        lr: peak learning rate of the sharkfin schedule.
+        l0_target: final nonzero fraction of every sparsified matrix, in (0, 1]; 1.0 trains the
+            dense baseline with the same recipe.
+        anneal_start: fraction of training where the L0 anneal from 1 starts (METHOD: 0.01).
+        anneal_end: fraction of training where the L0 reaches ``l0_target`` (METHOD: 0.5).
+        warmup: fraction of training of linear learning-rate warmup (METHOD: 0.01).
+        floor: nonzeros protected per neuron / attention channel / token row (METHOD: j = 4).
+        sparsify_biases: also keep only the top ``L0`` fraction of each bias vector.
+        beta1, beta2, adam_eps: Adam's betas and epsilon (METHOD: 0.9, 0.95, 0.1).
+        weight_decay: decoupled weight decay on matrices, applied after masking (METHOD: 0.1).
+        seed: seeds the data order (and the weights when ``model.seed`` is None).
+        bf16: bf16 autocast of the forward on CUDA (ignored on CPU).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+        out_dir: where checkpoints, metrics, curves and the final model go.
+        log_every: steps between train-loss records (the only host syncs of the step loop).
+        eval_every: steps between validation records (loss, L0 per matrix, dead neurons, kurtosis).
+        eval_batches: validation batches of ``batch_size`` sequences per evaluation.
+        checkpoint_every: steps between checkpoints (0: only at the end or at ``stop_at``).
+        plot: redraw ``curves.png`` with every checkpoint.
+        progress: show a tqdm progress bar.
+    """
+
+    model: SparseTransformerConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    n_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-2
+    l0_target: float = 1.0
+    anneal_start: float = 0.01
+    anneal_end: float = 0.5
+    warmup: float = 0.01
+    floor: int = 4
+    sparsify_biases: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 0.1
+    weight_decay: float = 0.1
+    seed: int = 0
+    bf16: bool = True
+    device: str = "auto"
+    out_dir: str = "runs/train"
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4
+    checkpoint_every: int = 500
+    plot: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = SparseTransformerConfig.from_dict(self.model)
+        if isinstance(self.data, dict):
+            self.data = _build(DataConfig, self.data, "data")
+        if not isinstance(self.l0_target, (int, float)) or isinstance(self.l0_target, bool) or not (
+            0.0 < self.l0_target <= 1.0
+        ) or math.isnan(self.l0_target):
+            raise ValueError(
+                f"l0_target must be a fraction in (0, 1] (the share of each weight matrix kept nonzero; "
+                f"1.0 = dense baseline), got {self.l0_target!r}"
+            )
+        for name in ("n_steps", "batch_size", "log_every", "eval_every", "eval_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0 (0: only at the end), got {self.checkpoint_every!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive and finite, got {self.lr}")
+        if not 0.0 <= self.anneal_start <= self.anneal_end <= 1.0:
+            raise ValueError(
+                f"need 0 <= anneal_start <= anneal_end <= 1, got anneal_start={self.anneal_start}, "
+                f"anneal_end={self.anneal_end}"
+            )
+        if not 0.0 <= self.warmup <= 1.0:
+            raise ValueError(f"warmup must be a fraction in [0, 1], got {self.warmup}")
+        if not isinstance(self.floor, int) or self.floor < 0:
+            raise ValueError(f"floor must be an integer >= 0, got {self.floor!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.adam_eps <= 0:
+            raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    # ---------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON-safe) with nested ``model`` and ``data`` mappings."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["model"] = self.model.to_dict()
+        out["model"].pop("device", None)
+        out["data"] = dataclasses.asdict(self.data)
+        return out
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "TrainConfig":
+        """Build from a mapping like :meth:`to_dict`'s; unknown keys raise naming the closest field."""
+        if not isinstance(config, dict):
+            raise ValueError(f"a training config must be a mapping, got {type(config).__name__}")
+        if "model" not in config:
+            raise ValueError("a training config needs a 'model:' mapping with the architecture fields")
+        return _build(cls, config, "training config")
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
+        """Load a YAML file (see the module docstring for the layout)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config {str(path)!r} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from None
+        try:
+            return cls.from_dict(config)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def to_yaml(self, path: Optional[Union[str, Path]] = None) -> str:
+        """The config as YAML text; also written to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def _build(cls: type, config: dict[str, Any], what: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in config if k not in names]
+    if unknown:
+        raise ValueError(f"unknown {what} field(s) {unknown}" + closest_hint(unknown[0], names))
+    return cls(**config)
