@@ -186,25 +186,16 @@ def test_one_step_matches_the_method_written_out(tmp_path):
 
 
 def test_step_path_never_reads_values_back_to_the_host(tmp_path, monkeypatch):
-    """On CPU a read-back costs nothing, so catch it by name: item/tolist/bool/float on any tensor
-    except Adam's step counters (host-side by design in torch.optim)."""
+    """On CPU a read-back costs nothing, so catch it by name: no item/tolist/bool/float in a step."""
     trainer = Trainer(tiny_train_config(tmp_path))
     tokens = trainer._batch(0)
     trainer.train_step(tokens)  # creates the optimizer state
-    counters = {id(state["step"]) for state in trainer.optimizer.state.values()}
 
-    def guard(method):
-        original = getattr(torch.Tensor, method)
-
-        def checked(self, *args, **kwargs):
-            if id(self) not in counters:
-                raise AssertionError(f"host sync in the step path: Tensor.{method}")
-            return original(self, *args, **kwargs)
-
-        return checked
+    def forbidden(self, *args, **kwargs):
+        raise AssertionError("host sync in the step path")
 
     for method in ("item", "tolist", "__bool__", "__float__"):
-        monkeypatch.setattr(torch.Tensor, method, guard(method))
+        monkeypatch.setattr(torch.Tensor, method, forbidden)
     loss = trainer.train_step(tokens)
     monkeypatch.undo()
     assert torch.isfinite(loss)

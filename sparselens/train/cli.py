@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, CheckpointError, TrainingDivergedError) as err:
         print(f"sparselens train: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"sparselens train: interrupted; continue from the last checkpoint in {cfg.out_dir} with --resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if created_group:
             import torch.distributed as dist

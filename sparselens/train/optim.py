@@ -39,8 +39,14 @@ def normalize_grad_rms_(params: Iterable[nn.Parameter]) -> Float[Tensor, ""]:
 
 
 def build_adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Adam:
-    """Adam without built-in weight decay (decay is applied separately, after masking)."""
-    return torch.optim.Adam(list(params), lr=lr, betas=betas, eps=eps, weight_decay=0.0)
+    """Adam without built-in weight decay (decay is applied separately, after masking).
+
+    Uses torch's fused implementation (one kernel for all parameters; its step counters stay on
+    the parameters' device) when every parameter is a float tensor on the CPU or a GPU.
+    """
+    params = list(params)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=0.0, fused=fused)
 
 
 def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:

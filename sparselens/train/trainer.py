@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import math
 import random
@@ -57,6 +58,14 @@ CURVES_FILE = "curves.png"
 MODEL_DIR = "model"
 #: settings that change what is written and when, not the weights: free to change on resume
 _CADENCE = ("model", "out_dir", "progress", "plot", "log_every", "eval_every", "eval_batches", "checkpoint_every")
+
+
+#: torch >= 2.13 renamed DDP's ``broadcast_buffers`` to ``forward_sync_buffers``
+_NO_BUFFER_SYNC_ARG = (
+    "forward_sync_buffers"
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else "broadcast_buffers"
+)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -108,7 +117,9 @@ class Trainer:
             self.load(self.out_dir / CHECKPOINT_FILE if resume is True else Path(resume))
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._forward_module: Any = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+            # the only buffer is the causal mask, identical everywhere: no need to re-send it each forward
+            no_buffer_sync = {_NO_BUFFER_SYNC_ARG: False}
+            self._forward_module: Any = DistributedDataParallel(self.model, device_ids=device_ids, **no_buffer_sync)
         else:
             self._forward_module = self.model
 
