@@ -92,11 +92,14 @@ def test_config_errors_name_the_problem(tmp_path, capsys):
         tiny_train_config(tmp_path, batch_size=0)
 
 
-def test_yaml_round_trip(tmp_path):
+def test_yaml_round_trip_and_scientific_notation(tmp_path):
     cfg = tiny_train_config(tmp_path, sparsify_biases=True)
     path = tmp_path / "round.yaml"
     cfg.to_yaml(path)
     assert TrainConfig.from_yaml(path).to_dict() == cfg.to_dict()
+    # plain PyYAML would read 1e-2 as a string
+    loaded = TrainConfig.from_yaml(write_yaml(tmp_path, YAML.replace("lr: 0.01", "lr: 1e-2")))
+    assert loaded.lr == 0.01
 
 
 def test_pt_data_source_and_its_errors(tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -186,7 +187,7 @@ class TrainConfig:
         if not path.is_file():
             raise FileNotFoundError(f"training config {str(path)!r} does not exist")
         try:
-            config = yaml.safe_load(path.read_text())
+            config = yaml.load(path.read_text(), Loader=_Loader)
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML: {err}") from None
         try:
@@ -200,6 +201,17 @@ class TrainConfig:
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-2`` as a float (YAML 1.2), not as the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _build(cls: type, config: dict[str, Any], what: str) -> Any:

@@ -175,8 +175,8 @@ class Trainer:
         """Train to ``cfg.n_steps`` (or stop after step ``stop_at``, checkpointing there).
 
         Writes ``metrics.jsonl``, ``config.yaml``, ``checkpoint.pt`` and (with each checkpoint)
-        ``curves.png`` under ``cfg.out_dir`` and, at the end of the run, the model to ``<out_dir>/model`` (loadable with
-        ``HookedSparseTransformer.from_pretrained``).
+        ``curves.png`` under ``cfg.out_dir`` and, at the end of the run, the model to
+        ``<out_dir>/model`` (loadable with ``HookedSparseTransformer.from_pretrained``).
 
         Raises:
             TrainingDivergedError: the loss became NaN/inf; the message names the first such step
