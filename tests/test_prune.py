@@ -10,7 +10,7 @@ from conftest import tiny_config
 from sparselens import Circuit, HookedSparseTransformer, NodeMask, prune
 from sparselens.data import load_tokenizer
 from sparselens.interventions import compute_means
-from sparselens.prune import LearnedMask, circuit_hooks, count_edges
+from sparselens.prune import LearnedMask, circuit_edges, circuit_hooks, count_edges
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,10 @@ def test_edge_count_matches_an_independent_count():
             if model.W_U[c, t] != 0 and model.ln_final.w[c] != 0:
                 expected += sum(k(w, c) for w in writes)
     assert sum(counts.values()) == expected
+    edges = circuit_edges(model, mask, targets)
+    assert {kind: sum(e.kind == kind for e in edges) for kind in counts} == counts
+    assert all(e.weight != 0 for e in edges)
+    assert len({(e.src, e.dst) for e in edges}) == len(edges)
     assert count_edges(model, NodeMask.full(model.node_registry, keep=False), targets) == dict.fromkeys(counts, 0)
 
 

@@ -116,6 +116,62 @@ def count_edges(model: "HookedSparseTransformer", mask: NodeMask, target_ids: tu
     return counts
 
 
+@dataclass(frozen=True)
+class Edge:
+    """One edge of a circuit: ``kind`` as in :func:`count_edges`, its two ends, and its weight.
+
+    ``src`` is a node name or ``"embed"``; ``dst`` a node name or ``"unembed:{token_id}"``. For
+    residual and embedding edges the weight is the reading norm's gain ``w[c]``; for unembedding
+    edges ``W_U[c, t] * ln_final.w[c]``; otherwise the weight entry itself.
+    """
+
+    kind: str
+    src: str
+    dst: str
+    weight: float
+
+
+def circuit_edges(model: "HookedSparseTransformer", mask: NodeMask, target_ids: tuple[int, ...] = ()) -> list[Edge]:
+    """Every edge of a circuit (the definition of :func:`count_edges`, enumerated with weights)."""
+    edges: list[Edge] = []
+    registry = model.node_registry
+
+    def name(site: str, index: int) -> str:
+        return registry.site(site).node(index).name
+
+    def linear(kind: str, weight: Tensor, dst_site: str, src_site: str) -> None:
+        w = weight.detach()
+        rows, cols = mask[dst_site].nonzero().flatten(), mask[src_site].nonzero().flatten()
+        sub = w[rows][:, cols]
+        for r, c in (sub != 0).nonzero().tolist():
+            edges.append(Edge(kind, name(src_site, int(cols[c])), name(dst_site, int(rows[r])), float(sub[r, c])))
+
+    embed_used = (model.W_E.detach() != 0).any(dim=0)
+    writes: list[str] = []
+    for l, block in enumerate(model.blocks):
+        for kind, proj in (("q", block.attn.q_proj), ("k", block.attn.k_proj), ("v", block.attn.v_proj)):
+            linear("read->qkv", proj.weight, f"L{l}.{kind}", f"L{l}.attn_in")
+        linear("v->write", block.attn.o_proj.weight, f"L{l}.attn_out", f"L{l}.v")
+        linear("read->neuron", block.mlp.fc_in.weight, f"L{l}.neuron", f"L{l}.mlp_in")
+        linear("neuron->write", block.mlp.fc_out.weight, f"L{l}.mlp_out", f"L{l}.neuron")
+        for read_kind, norm, write_kind in (("attn_in", block.ln1, "attn_out"), ("mlp_in", block.ln2, "mlp_out")):
+            gain = norm.w.detach()
+            for c in (mask[f"L{l}.{read_kind}"] & (gain != 0)).nonzero().flatten().tolist():
+                for write in writes:
+                    if mask[write][c]:
+                        edges.append(Edge("residual", name(write, c), name(f"L{l}.{read_kind}", c), float(gain[c])))
+                if embed_used[c]:
+                    edges.append(Edge("embed->read", "embed", name(f"L{l}.{read_kind}", c), float(gain[c])))
+            writes.append(f"L{l}.{write_kind}")
+    final = model.ln_final.w.detach()
+    for t in target_ids:
+        column = model.W_U.detach()[:, t] * final
+        for write in writes:
+            for c in (mask[write] & (column != 0)).nonzero().flatten().tolist():
+                edges.append(Edge("write->unembed", name(write, c), f"unembed:{t}", float(column[c])))
+    return edges
+
+
 @dataclass
 class Circuit:
     """A pruned circuit. Build one with :func:`sparselens.prune`; save and load with JSON.
@@ -160,6 +216,10 @@ class Circuit:
 
     def node_names(self, model: "HookedSparseTransformer") -> list[str]:
         return [n.name for n in self.node_mask(model).nodes()]
+
+    def edges(self, model: "HookedSparseTransformer") -> list[Edge]:
+        """Every edge with its weight (see :func:`count_edges` for what counts)."""
+        return circuit_edges(model, self.node_mask(model), self.target_ids)
 
     def _check_model(self, model: "HookedSparseTransformer") -> None:
         fp = model_fingerprint(model)
