@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 import torch
@@ -42,3 +43,53 @@ def compute_means(
     if count == 0:
         raise ValueError("compute_means got no batches")
     return {name: total / count for name, total in sums.items()}
+
+
+MEANS_FILE = "node_means.safetensors"
+
+
+def pretraining_means(
+    model: "HookedSparseTransformer",
+    n_batches: int = 32,
+    batch_size: int = 16,
+    source: Optional[str] = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """Node means over the pretraining corpus, computed once and reused.
+
+    Looks for ``node_means.safetensors`` next to the model (``model.pretrained_path``), then in
+    ``$SPARSELENS_CACHE/means/``, keyed by the model's fingerprint and the settings; otherwise
+    streams ``n_batches`` batches of the corpus (``source``: see ``sparselens.data.load_corpus``;
+    default the standard library) through :func:`compute_means` and saves the result next to the
+    model if that directory is writable, else in the cache.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from sparselens.data import iter_batches, load_corpus
+    from sparselens.model.checkpoint import model_fingerprint
+    from sparselens.pretrained import cache_dir
+
+    key = {"fingerprint": model_fingerprint(model), "n_batches": str(n_batches), "batch_size": str(batch_size),
+           "source": str(source), "seed": str(seed), "n_ctx": str(model.cfg.n_ctx)}
+    candidates = [Path(model.pretrained_path) / MEANS_FILE] if model.pretrained_path is not None else []
+    candidates.append(cache_dir() / "means" / f"{key['fingerprint']}-{n_batches}x{batch_size}.safetensors")
+    for path in candidates:
+        if path.exists():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                if f.metadata() == key:
+                    return load_file(str(path))
+    corpus = load_corpus(source, n_ctx=model.cfg.n_ctx, split="train", tokenizer=model.tokenizer, progress=progress)
+    device = model.W_E.device
+    batches = (b.to(device) for b in iter_batches(corpus, batch_size=batch_size, seed=seed))
+    means = compute_means(model, batches, n_batches=n_batches, progress=progress)
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous().cpu() for k, v in means.items()}, str(path), metadata=key)
+            break
+        except OSError:
+            continue
+    return means

@@ -11,6 +11,7 @@ with nanoGPT-style keys. It is converted on load into a :class:`HookedSparseTran
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
@@ -47,6 +48,17 @@ _RELEASED_SITES = {
 
 
 # ---------------------------------------------------------------------------- sparselens format
+def model_fingerprint(model: "HookedSparseTransformer") -> str:
+    """A short hash of the architecture and weights, so a circuit knows which model it belongs to."""
+    h = hashlib.sha256(json.dumps(
+        {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "seed", "tokenizer_name")}, sort_keys=True
+    ).encode())
+    for name, p in sorted(model.state_dict().items()):
+        if p.is_floating_point():
+            h.update(f"{name}:{float(p.double().abs().sum()):.6e}".encode())
+    return h.hexdigest()[:16]
+
+
 def save_pretrained(model: "HookedSparseTransformer", path: Union[str, Path]) -> Path:
     """Write the model to ``path`` (created if needed); returns the directory."""
     path = Path(path)
@@ -131,6 +143,7 @@ def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransfor
     tokenizer = _load_tokenizer(path)
     model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
     load_state_dict_checked(model, state, source=str(weights))
+    model.pretrained_path = path
     return model
 
 
@@ -271,6 +284,7 @@ def load_released(path: Union[str, Path], device: Optional[str] = None) -> "Hook
         raise CheckpointError(f"{path / RELEASED_CONFIG_FILE} lacks the field {err}") from None
     model = HookedSparseTransformer(cfg)
     load_state_dict_checked(model, released_state_dict(sd, cfg), source=str(weights))
+    model.pretrained_path = path
     return model.to(device or "cpu")
 
 

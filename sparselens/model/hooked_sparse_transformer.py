@@ -69,6 +69,7 @@ class HookedSparseTransformer(HookedRootModule):
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
         self._compiled_with_hooks: Optional[frozenset[str]] = None
+        self.pretrained_path: Optional[Path] = None  # the directory it was loaded from, if any
         self.to(cfg.device)
 
     # ------------------------------------------------------------------ weights

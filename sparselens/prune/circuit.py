@@ -7,7 +7,6 @@ every RMSNorm scale is patched from the unpruned model's run on the same tokens.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from sparselens.interventions.ablation import Ablation, FwdHooks, ablation_hooks, freeze_norm_hooks
+from sparselens.model.checkpoint import model_fingerprint
 from sparselens.nodes import NodeMask
 
 if TYPE_CHECKING:
@@ -25,17 +25,6 @@ if TYPE_CHECKING:
 
 SCHEMA = "sparselens.circuit"
 SCHEMA_VERSION = 1
-
-
-def model_fingerprint(model: "HookedSparseTransformer") -> str:
-    """A short hash of the architecture and weights, so a circuit knows which model it belongs to."""
-    h = hashlib.sha256(json.dumps(
-        {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "seed", "tokenizer_name")}, sort_keys=True
-    ).encode())
-    for name, p in sorted(model.state_dict().items()):
-        if p.is_floating_point():
-            h.update(f"{name}:{float(p.double().abs().sum()):.6e}".encode())
-    return h.hexdigest()[:16]
 
 
 def circuit_hooks(
@@ -244,6 +233,17 @@ class Circuit:
         batch = task.batch(n=n, split=split, seed=seed).to(model.W_E.device)
         logits = model.run_with_hooks(batch.tokens, fwd_hooks=self.hooks(model, batch.tokens))
         return float(task.loss_from_logits(logits, batch))
+
+    def show(self, model: "HookedSparseTransformer", task: Any = None, **kwargs: Any) -> Any:
+        """The interactive circuit viewer, rendered inline in Jupyter (works offline).
+
+        Returns a :class:`sparselens.viz.viewer.CircuitView`; ``kwargs`` go to
+        :func:`sparselens.viz.viewer.viewer_data` (``n_prompts``, ``corpus_tokens``, ``selected``, ...).
+        ``.save(path)`` writes the same page as ``sparselens view``.
+        """
+        from sparselens.viz.viewer import CircuitView, viewer_data
+
+        return CircuitView(viewer_data(model, self, task, **kwargs))
 
     # --------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:

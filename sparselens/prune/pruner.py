@@ -8,11 +8,47 @@ import torch
 from tqdm.auto import tqdm
 
 from sparselens.interventions.ablation import Ablation
-from sparselens.prune.circuit import Circuit, circuit_hooks, count_edges, model_fingerprint
+from sparselens.model.checkpoint import model_fingerprint
+from sparselens.prune.circuit import Circuit, circuit_hooks, count_edges
 from sparselens.prune.learned_mask import LearnedMask
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
+
+
+class MaskTrainer:
+    """One run of mask learning: ``step(i)`` does one optimizer step on train pairs.
+
+    ``prune`` drives it; ``benchmarks/prune.py`` times it. The model's parameters must be frozen
+    (``requires_grad=False``) by the caller; only ``self.mask`` learns.
+    """
+
+    def __init__(self, model: "HookedSparseTransformer", task: Any, ablation: str, means: Optional[dict[str, torch.Tensor]],
+                 freeze_norms: bool, seed: int, steps: int, batch_size: int, k_coef: float, lr: float,
+                 weight_decay: float, init_bias: float, init_noise: float, temperature: float, grad_clip: float):
+        self.model, self.task, self.ablation, self.means, self.freeze_norms = model, task, ablation, means, freeze_norms
+        self.seed, self.batch_size, self.k_coef, self.grad_clip = seed, batch_size, k_coef, grad_clip
+        gen = torch.Generator().manual_seed(seed)
+        self.mask = LearnedMask(model.node_registry, init_bias, init_noise, temperature, generator=gen).to(model.W_E.device)
+        self.optimizer = torch.optim.AdamW(self.mask.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: 1 - i / steps)
+
+    def batch(self, i: int) -> Any:
+        return self.task.batch(n=self.batch_size, split="train", seed=self.seed * 1_000_003 + i).to(self.model.W_E.device)
+
+    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on ``batch``; returns (task loss, kept count), both 0-d tensors."""
+        masks = self.mask.masks()
+        hooks = circuit_hooks(self.model, masks, self.ablation, batch.tokens, self.means, self.freeze_norms)
+        task_loss = self.task.loss_from_logits(self.model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch)
+        kept = sum(m.sum() for m in masks.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        (task_loss + self.k_coef * kept).backward()
+        torch.nn.utils.clip_grad_norm_(self.mask.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.mask.clamp_()
+        return task_loss.detach(), kept.detach()
 
 
 def prune(
@@ -64,8 +100,9 @@ def prune(
     for p in params:
         p.requires_grad_(False)
     try:
-        gen = torch.Generator().manual_seed(seed)
-        learned = LearnedMask(model.node_registry, init_bias, init_noise, temperature, generator=gen).to(device)
+        trainer = MaskTrainer(model, task, ablation, means, freeze_norms, seed, steps, batch_size, k_coef, lr,
+                              weight_decay, init_bias, init_noise, temperature, grad_clip)
+        learned = trainer.mask
         val = task.batch(n=eval_pairs, split="val", seed=seed).to(device)
 
         def loss_of(mask, batch) -> float:
@@ -81,22 +118,9 @@ def prune(
                 "check the model can do the task (task.loss(model, task.batch(...)))."
             )
 
-        optimizer = torch.optim.AdamW(learned.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
         bar = tqdm(range(steps), desc=f"pruning {task.name}", disable=not progress)
         for step in bar:
-            batch = task.batch(n=batch_size, split="train", seed=seed * 1_000_003 + step).to(device)
-            masks = learned.masks()
-            hooks = circuit_hooks(model, masks, ablation, batch.tokens, means, freeze_norms)
-            task_loss = task.loss_from_logits(model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch)
-            kept = sum(m.sum() for m in masks.values())
-            loss = task_loss + k_coef * kept
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(learned.parameters(), grad_clip)
-            optimizer.step()
-            schedule.step()
-            learned.clamp_()
+            task_loss, kept = trainer.step(trainer.batch(step))
             if step % 10 == 0 or step == steps - 1:
                 bar.set_postfix(loss=f"{float(task_loss):.3f}", kept=int(kept))
 
