@@ -1,0 +1,365 @@
+/* sparselens circuit viewer. Hand-written vanilla JS + SVG, no dependencies, no network.
+ *
+ * Reads the JSON made by sparselens.viz.viewer.viewer_data from the page's "sparselens-data" block
+ * and draws: a header (task, losses, nodes/edges, ablation, norm freezing), the circuit layer by
+ * layer (one SVG row per node site, Q/K/V grouped by head; edges coloured by sign, width by
+ * |weight| relative to the largest edge of the same kind) and a side panel for the hovered or
+ * clicked node (activations on task prompts in the full model and in the circuit, top corpus
+ * snippets, incoming and outgoing edges). Every node is a <circle class="node" data-node="NAME">.
+ */
+(function () {
+  "use strict";
+
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var DX = 20;          // horizontal distance between nodes
+  var ROW_H = 78;       // vertical distance between rows
+  var LEFT = 170;       // room for row labels
+  var R = 6;            // node radius
+  var MAX_EDGES_LISTED = 60;
+  var RESIDUAL_KINDS = { attn_in: 1, attn_out: 1, mlp_in: 1, mlp_out: 1 };
+
+  var app = document.getElementById("app");
+  var data;
+  try {
+    data = JSON.parse(document.getElementById("sparselens-data").textContent);
+  } catch (err) {
+    app.innerHTML = "";
+    app.appendChild(el("div", { class: "error" }, "This viewer page holds no readable circuit data (" + err.message +
+      "). Re-create it with: sparselens view circuit.json --model MODEL -o circuit.html"));
+    return;
+  }
+
+  var nodes = data.nodes;
+  var edges = data.edges;
+  var pos = {};          // node or terminal name -> {x, y}
+  var circles = {};      // node name -> circle element
+  var edgePaths = [];    // index -> path element
+  var pinned = null;
+  var shown = null;
+
+  // ------------------------------------------------------------------ helpers
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(SVG_NS, tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function fmt(x) {
+    if (x === null || x === undefined) return "n/a";
+    var a = Math.abs(x);
+    return a !== 0 && (a < 1e-3 || a >= 1e4) ? x.toExponential(2) : x.toFixed(a < 1 ? 4 : 3);
+  }
+  function tokText(id) {
+    var s = data.vocab[String(id)];
+    if (s === undefined) s = "<" + id + ">";
+    return s.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
+  }
+  function quoted(id) { return "\u2039" + tokText(id) + "\u203a"; }
+  function terminalLabel(name) {
+    if (name === "embed") return "embed";
+    return "unembed " + quoted(name.split(":")[1]);
+  }
+  // background colour of a token: blue for positive, red for negative, alpha by |a| / scale
+  function actColor(a, scale) {
+    if (!scale || !a) return "transparent";
+    var t = Math.min(1, Math.abs(a) / scale);
+    return a > 0 ? "rgba(37,99,235," + (0.85 * t).toFixed(3) + ")" : "rgba(220,38,38," + (0.85 * t).toFixed(3) + ")";
+  }
+
+  // ------------------------------------------------------------------ header
+  function header() {
+    var h = data.header;
+    var box = el("div", { id: "header" });
+    var title = el("h1");
+    title.appendChild(document.createTextNode("Circuit for "));
+    title.appendChild(el("span", { class: "task" }, h.task));
+    box.appendChild(title);
+    var chips = el("div", { class: "chips" });
+    function chip(label, value, cls) {
+      var c = el("span", { class: "chip" + (cls ? " " + cls : "") });
+      c.appendChild(document.createTextNode(label + " "));
+      c.appendChild(el("b", {}, value));
+      chips.appendChild(c);
+    }
+    var L = h.losses;
+    chip("loss model", fmt(L.model));
+    chip("loss circuit", fmt(L.circuit), "loss-circuit");
+    chip("loss empty circuit", fmt(L.empty));
+    if (L.target !== undefined) chip("target", fmt(L.target));
+    chip("split", h.loss_split);
+    chip("nodes", h.n_nodes + " of " + h.model_nodes);
+    chip("edges", String(h.n_edges));
+    chip("ablation", h.ablation);
+    chip("norms", h.freeze_norms ? "frozen" : "live");
+    var find = el("input", { id: "find", type: "search", placeholder: "find node, e.g. L0.neuron[3]" });
+    find.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Enter") return;
+      var name = find.value.trim();
+      find.classList.toggle("bad", !nodes[name]);
+      if (nodes[name]) { pin(name); circles[name].scrollIntoView({ block: "center", inline: "center" }); }
+    });
+    chips.appendChild(find);
+    box.appendChild(chips);
+    var kinds = Object.keys(h.edge_counts).map(function (k) { return k + " " + h.edge_counts[k]; });
+    box.appendChild(el("div", { class: "edge-kinds" }, "Edges by kind: " + kinds.join(" \u00b7 ") +
+      (h.prompts_task !== h.task ? " \u00b7 prompts from task " + h.prompts_task : "")));
+    var legend = el("div", { class: "legend" });
+    [["read", "residual read"], ["write", "residual write"], ["q", "Q"], ["k", "K"], ["v", "V"], ["neuron", "neuron"]]
+      .forEach(function (p) {
+        var s = el("span");
+        var sw = el("span", { class: "swatch" });
+        sw.style.background = "var(--" + p[0] + ")";
+        s.appendChild(sw);
+        s.appendChild(document.createTextNode(p[1]));
+        legend.appendChild(s);
+      });
+    [["pos", "positive weight"], ["neg", "negative weight"]].forEach(function (p) {
+      var s = el("span");
+      var bar = el("span", { class: "bar" });
+      bar.style.background = "var(--" + p[0] + ")";
+      s.appendChild(bar);
+      s.appendChild(document.createTextNode(p[1]));
+      legend.appendChild(s);
+    });
+    legend.appendChild(el("span", {}, "width \u221d |weight| within its kind \u00b7 hover a node, click to pin"));
+    box.appendChild(legend);
+    return box;
+  }
+
+  // ------------------------------------------------------------------ layout
+  function layout() {
+    // residual channels kept anywhere share a column, so one channel reads as one vertical wire
+    var channels = {};
+    Object.keys(nodes).forEach(function (n) { if (RESIDUAL_KINDS[nodes[n].kind]) channels[nodes[n].index] = true; });
+    var channelList = Object.keys(channels).map(Number).sort(function (a, b) { return a - b; });
+    var column = {};
+    channelList.forEach(function (c, i) { column[c] = i; });
+
+    function rowWidth(row) {
+      if (RESIDUAL_KINDS[row.kind]) return channelList.length * DX;
+      var n = 0;
+      row.groups.forEach(function (g) { n += g.nodes.length; });
+      return n * DX + (row.groups.length - 1) * DX;
+    }
+    var inner = Math.max(channelList.length * DX, data.targets.length * 90, 120);
+    data.rows.forEach(function (row) { inner = Math.max(inner, rowWidth(row)); });
+    var width = LEFT + inner + 40;
+
+    pos.embed = { x: LEFT + inner / 2, y: 30 };
+    data.rows.forEach(function (row, r) {
+      var y = 30 + ROW_H * (r + 1);
+      row.y = y;
+      if (RESIDUAL_KINDS[row.kind]) {
+        var x0 = LEFT + (inner - channelList.length * DX) / 2 + DX / 2;
+        row.groups[0].nodes.forEach(function (n) { pos[n] = { x: x0 + column[nodes[n].index] * DX, y: y }; });
+        return;
+      }
+      var x = LEFT + (inner - rowWidth(row)) / 2 + DX / 2;
+      row.groups.forEach(function (g) {
+        g.x0 = x;
+        g.nodes.forEach(function (n) { pos[n] = { x: x, y: y }; x += DX; });
+        g.x1 = x - DX;
+        x += DX;
+      });
+    });
+    var yOut = 30 + ROW_H * (data.rows.length + 1);
+    data.targets.forEach(function (t, i) {
+      pos[t.name] = { x: LEFT + (inner - data.targets.length * 90) / 2 + 45 + i * 90, y: yOut };
+    });
+    return { width: width, height: yOut + 40 };
+  }
+
+  function edgePath(e) {
+    var a = pos[e.src], b = pos[e.dst];
+    var y0 = a.y + (e.src === "embed" ? 10 : R), y1 = b.y - (e.dst.indexOf("unembed:") === 0 ? 10 : R);
+    var span = Math.round((b.y - a.y) / ROW_H);
+    var bow = span > 1 && Math.abs(a.x - b.x) < DX ? 6 + 5 * span : 0; // keep long vertical edges off the rows between
+    var my = (y1 - y0) * 0.45;
+    return "M" + a.x + "," + y0 + " C" + (a.x + bow) + "," + (y0 + my) + " " + (b.x + bow) + "," + (y1 - my) + " " + b.x + "," + y1;
+  }
+
+  function graph() {
+    var size = layout();
+    var root = svg("svg", { width: size.width, height: size.height, viewBox: "0 0 " + size.width + " " + size.height,
+      role: "img", "aria-label": "circuit graph" });
+    data.rows.forEach(function (row, r) {
+      if (r % 2 === 0) root.appendChild(svg("rect", { class: "row-band", x: 0, y: row.y - ROW_H / 2, width: size.width, height: ROW_H }));
+      root.appendChild(svg("text", { class: "row-label", x: 8, y: row.y + 4 }, row.label));
+      row.groups.forEach(function (g) {
+        if (g.label) root.appendChild(svg("text", { class: "group-label", x: (g.x0 + g.x1) / 2, y: row.y + 20, "text-anchor": "middle" }, g.label));
+      });
+    });
+    root.appendChild(svg("text", { class: "row-label", x: 8, y: pos.embed.y + 4 }, "embedding"));
+    if (data.targets.length) root.appendChild(svg("text", { class: "row-label", x: 8, y: pos[data.targets[0].name].y + 4 }, "unembedding"));
+
+    var maxByKind = {};
+    edges.forEach(function (e) { maxByKind[e.kind] = Math.max(maxByKind[e.kind] || 0, Math.abs(e.weight)); });
+    var edgeLayer = svg("g", { class: "edges" });
+    edges.forEach(function (e, i) {
+      var w = maxByKind[e.kind] ? Math.abs(e.weight) / maxByKind[e.kind] : 0;
+      var p = svg("path", { class: "edge " + (e.weight >= 0 ? "pos" : "neg"), d: edgePath(e), "stroke-width": (0.5 + 3.5 * w).toFixed(2) });
+      p.appendChild(svg("title", {}, e.src + " \u2192 " + e.dst + " (" + e.kind + ") " + fmt(e.weight)));
+      edgePaths[i] = p;
+      edgeLayer.appendChild(p);
+    });
+    root.appendChild(edgeLayer);
+
+    ["embed"].concat(data.targets.map(function (t) { return t.name; })).forEach(function (name) {
+      var g = svg("g", { class: "terminal", "data-terminal": name });
+      var label = terminalLabel(name);
+      var w = Math.max(54, 7 * label.length + 12);
+      g.appendChild(svg("rect", { x: pos[name].x - w / 2, y: pos[name].y - 10, width: w, height: 20, rx: 4 }));
+      g.appendChild(svg("text", { x: pos[name].x, y: pos[name].y + 4, "text-anchor": "middle" }, label));
+      root.appendChild(g);
+    });
+
+    var nodeLayer = svg("g", { class: "nodes" });
+    Object.keys(nodes).forEach(function (name) {
+      var n = nodes[name];
+      var c = svg("circle", { class: "node " + n.kind, "data-node": name, cx: pos[name].x, cy: pos[name].y, r: R, tabindex: 0 });
+      c.appendChild(svg("title", {}, name + " (" + n.role + ")"));
+      c.addEventListener("mouseenter", function () { focus(name); if (!pinned) showPanel(name); });
+      c.addEventListener("mouseleave", function () { focus(pinned); });
+      c.addEventListener("click", function (ev) { ev.stopPropagation(); pin(pinned === name ? null : name); });
+      c.addEventListener("keydown", function (ev) { if (ev.key === "Enter") pin(name); });
+      circles[name] = c;
+      nodeLayer.appendChild(c);
+    });
+    root.appendChild(nodeLayer);
+    root.addEventListener("click", function () { pin(null); });
+    return root;
+  }
+
+  // ------------------------------------------------------------------ interaction
+  function focus(name) {
+    var svgRoot = document.querySelector("#graph svg");
+    document.querySelectorAll(".hot").forEach(function (e) { e.classList.remove("hot"); });
+    svgRoot.classList.toggle("focused", !!name);
+    if (!name) return;
+    var n = nodes[name];
+    circles[name].classList.add("hot");
+    n["in"].concat(n.out).forEach(function (i) {
+      edgePaths[i].classList.add("hot");
+      [edges[i].src, edges[i].dst].forEach(function (m) { if (circles[m]) circles[m].classList.add("hot"); });
+    });
+  }
+
+  function pin(name) {
+    if (pinned) circles[pinned].classList.remove("selected");
+    pinned = name;
+    focus(name);
+    if (name) {
+      circles[name].classList.add("selected");
+      showPanel(name);
+    } else if (shown) {
+      showPanel(shown);
+    }
+  }
+
+  // ------------------------------------------------------------------ panel
+  function tokenRow(who, ids, acts, scale, readPos, peak) {
+    var row = el("div", { class: "toks" });
+    row.appendChild(el("span", { class: who === null ? "val" : "who" }, who === null ? fmt(acts[peak]) : who));
+    ids.forEach(function (id, t) {
+      var cls = "tok" + (t === peak ? " peak" : "") + (t === readPos ? " read" : "");
+      var s = el("span", { class: cls, title: quoted(id) + ": " + fmt(acts[t]) }, tokText(id));
+      s.style.background = actColor(acts[t], scale);
+      row.appendChild(s);
+    });
+    return row;
+  }
+
+  function edgeTable(indices, end) {
+    var box = el("div");
+    if (!indices.length) { box.appendChild(el("div", { class: "more" }, "none")); return box; }
+    var sorted = indices.slice().sort(function (a, b) { return Math.abs(edges[b].weight) - Math.abs(edges[a].weight); });
+    var table = el("table", { class: "edges" });
+    sorted.slice(0, MAX_EDGES_LISTED).forEach(function (i) {
+      var e = edges[i], other = e[end];
+      var tr = el("tr");
+      var td = el("td");
+      if (nodes[other]) {
+        var a = el("span", { class: "link", "data-goto": other }, other);
+        a.addEventListener("click", function () { pin(other); circles[other].scrollIntoView({ block: "nearest", inline: "nearest" }); });
+        td.appendChild(a);
+      } else {
+        td.textContent = terminalLabel(other);
+      }
+      tr.appendChild(td);
+      tr.appendChild(el("td", { class: "kind" }, e.kind));
+      tr.appendChild(el("td", { class: "w " + (e.weight >= 0 ? "pos" : "neg") }, fmt(e.weight)));
+      table.appendChild(tr);
+    });
+    box.appendChild(table);
+    if (sorted.length > MAX_EDGES_LISTED) box.appendChild(el("div", { class: "more" }, "\u2026 and " + (sorted.length - MAX_EDGES_LISTED) + " more (smaller |weight|)"));
+    return box;
+  }
+
+  function showPanel(name) {
+    shown = name;
+    var n = nodes[name];
+    var panel = document.getElementById("panel");
+    panel.innerHTML = "";
+    panel.setAttribute("data-node", name);
+    panel.appendChild(el("h2", { id: "panel-name" }, name));
+    var where = n.role + " \u00b7 layer " + n.layer + (n.head !== null ? " \u00b7 head " + n.head + " channel " + n.channel : " \u00b7 channel " + n.channel);
+    panel.appendChild(el("div", { class: "meta" }, where + " \u00b7 hook " + n.hook));
+    panel.appendChild(el("div", { class: "pin" }, pinned === name ? "pinned (click the node again or press Esc to unpin)" : "click the node to pin this panel"));
+
+    var act = n.act;
+    panel.appendChild(el("h3", {}, "Task prompts: full model vs circuit"));
+    panel.appendChild(el("div", { class: "meta" }, "colour scale \u00b1" + fmt(act.max_abs) + " (blue +, red \u2212) \u00b7 correlation model/circuit " +
+      fmt(act.corr) + " \u00b7 underlined: the token whose logits are scored"));
+    data.prompts.forEach(function (p, i) {
+      var box = el("div", { class: "prompt" });
+      box.appendChild(el("div", { class: "title" }, "pair " + (p.pair + 1) + " " + p.label + ": correct " + quoted(p.correct) +
+        " vs " + quoted(p.wrong) + " \u00b7 logit diff model " + fmt(p.logit_diff.full) + ", circuit " + fmt(p.logit_diff.circuit)));
+      var readPos = p.ids.length - 1;
+      box.appendChild(tokenRow("model", p.ids, act.full[i], act.max_abs, readPos, -1));
+      box.appendChild(tokenRow("circuit", p.ids, act.circuit[i], act.max_abs, readPos, -1));
+      panel.appendChild(box);
+    });
+
+    panel.appendChild(el("h3", {}, "Top-activating pretraining snippets"));
+    if (!n.snippets.length) {
+      panel.appendChild(el("div", { class: "more" }, data.header.snippets ? "none" :
+        "no corpus was given (sparselens view --corpus, or viewer_data(corpus_tokens=...))"));
+    }
+    var sScale = 0;
+    n.snippets.forEach(function (s) { sScale = Math.max(sScale, Math.abs(s.value)); });
+    n.snippets.forEach(function (s) {
+      var row = tokenRow(null, s.ids, s.acts, sScale, -1, s.peak);
+      row.classList.add("snippet");
+      panel.appendChild(row);
+    });
+
+    panel.appendChild(el("h3", {}, "Incoming edges (" + n["in"].length + ")"));
+    panel.appendChild(edgeTable(n["in"], "src"));
+    panel.appendChild(el("h3", {}, "Outgoing edges (" + n.out.length + ")"));
+    panel.appendChild(edgeTable(n.out, "dst"));
+  }
+
+  // ------------------------------------------------------------------ page
+  app.innerHTML = "";
+  app.appendChild(header());
+  var main = el("div", { id: "main" });
+  var graphBox = el("div", { id: "graph" });
+  graphBox.appendChild(graph());
+  main.appendChild(graphBox);
+  var panel = el("div", { id: "panel" });
+  panel.appendChild(el("div", { class: "hint" }, "Hover over a node to see its activations on task prompts (full model vs circuit), " +
+    "its top pretraining snippets and its edges. Click to pin."));
+  main.appendChild(panel);
+  app.appendChild(main);
+  document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") pin(null); });
+  if (data.selected && nodes[data.selected]) {
+    pin(data.selected);
+    circles[data.selected].scrollIntoView({ block: "center", inline: "center" });
+  }
+})();

@@ -1,0 +1,354 @@
+"""The offline circuit viewer: viewer_data against the circuit and independent forward passes,
+the self-contained page, the `sparselens view` CLI and its hostile inputs, and a real headless
+Chromium (Debian's `chromium`) driving the page over the DevTools protocol with the network off."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from sparselens import HookedSparseTransformer, prune
+from sparselens.cli import main
+from sparselens.data import load_tokenizer
+from sparselens.interventions import compute_means
+from sparselens.viz.viewer import CircuitView, circuit_snippets, render_html, viewer_data, write_viewer
+
+N_PROMPTS = 4
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 1-layer model trained for a few seconds on single_double_quote, a mean-ablation circuit of
+    it, and both saved to disk (model directory, circuit JSON)."""
+    from sparselens.tasks import get_task
+
+    tok = load_tokenizer()
+    task = get_task("single_double_quote", tokenizer=tok)
+    model = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=tok)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(40):
+        loss = task.loss(model, task.batch(n=32, split="train", seed=step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    means = compute_means(model, [task.batch(n=32, split="train", seed=1000).tokens], progress=False)
+    circuit = prune(model, task, target_loss=0.3, ablation="mean", means=means, steps=15, batch_size=16,
+                    eval_pairs=32, k_coef=1e-3, lr=3e-2, progress=False, seed=0)
+    assert 0 < circuit.n_nodes < model.node_registry.n_nodes
+    root = tmp_path_factory.mktemp("viewer")
+    model.save_pretrained(root / "model")
+    circuit.save(root / "circuit.json")
+    data = viewer_data(model, circuit, n_prompts=N_PROMPTS)
+    return model, task, circuit, root, data
+
+
+def test_viewer_data_holds_the_circuit(setup):
+    model, _, circuit, _, data = setup
+    names = circuit.node_names(model)
+    assert list(data["nodes"]) == names and len(data["nodes"]) == circuit.n_nodes
+    expected = [asdict(e) for e in circuit.edges(model)]
+    assert len(data["edges"]) == len(expected) == circuit.n_edges
+    for got, want in zip(data["edges"], expected, strict=True):
+        assert (got["kind"], got["src"], got["dst"]) == (want["kind"], want["src"], want["dst"])
+        assert got["weight"] == pytest.approx(want["weight"], rel=1e-3)
+    for name, node in data["nodes"].items():  # each edge is listed at both of its ends
+        assert all(data["edges"][i]["dst"] == name for i in node["in"])
+        assert all(data["edges"][i]["src"] == name for i in node["out"])
+        parsed = model.node_registry.node(name)
+        assert (node["layer"], node["kind"], node["head"]) == (parsed.site.layer, parsed.site.kind.value, parsed.head)
+    assert sum(len(n["in"]) for n in data["nodes"].values()) == sum(e["dst"] in data["nodes"] for e in data["edges"])
+    laid_out = [n for row in data["rows"] for group in row["groups"] for n in group["nodes"]]
+    assert sorted(laid_out) == sorted(names)  # every node drawn exactly once
+    for row in data["rows"]:
+        if row["kind"] == "qkv":  # Q/K/V grouped by head
+            for group in row["groups"]:
+                assert {model.node_registry.node(n).head for n in group["nodes"]} == {int(group["label"].split()[1])}
+    h = data["header"]
+    assert (h["task"], h["n_nodes"], h["n_edges"], h["ablation"], h["freeze_norms"]) == (
+        circuit.task, circuit.n_nodes, circuit.n_edges, "mean", False)
+    assert h["losses"] == circuit.losses and h["edge_counts"] == circuit.edge_counts
+    assert {t["id"] for t in data["targets"]} == set(circuit.target_ids)
+    assert len(data["prompts"]) == N_PROMPTS
+    json.dumps(data, allow_nan=False)  # the page's payload is plain JSON
+
+
+def test_viewer_activations_are_the_full_model_and_the_circuit(setup):
+    model, task, circuit, _, data = setup
+    batch = task.batch(n=N_PROMPTS // 2, split=circuit.loss_split, seed=0)
+    _, full = model.run_with_cache(batch.tokens)
+    captured = {}
+    hooks = circuit.hooks(model, batch.tokens) + [
+        (site.hook_name, lambda act, hook: captured.__setitem__(hook.name, act.detach().clone())) for site in model.node_sites
+    ]
+    model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
+    repurposed = 0
+    for name, node in data["nodes"].items():
+        parsed = model.node_registry.node(name)
+        for r, prompt in enumerate(data["prompts"]):
+            n = int(batch.read_pos[r]) + 1
+            assert prompt["ids"] == batch.tokens[r, :n].tolist()
+            want_full = full[parsed.site.hook_name].flatten(2)[r, :n, parsed.index]
+            want_circuit = captured[parsed.site.hook_name].flatten(2)[r, :n, parsed.index]
+            torch.testing.assert_close(torch.tensor(node["act"]["full"][r]), want_full, rtol=1e-3, atol=1e-6)
+            torch.testing.assert_close(torch.tensor(node["act"]["circuit"][r]), want_circuit, rtol=1e-3, atol=1e-6)
+        differs = node["act"]["full"] != node["act"]["circuit"]
+        if parsed.site.kind.value == "attn_in":  # layer 0 reads only the embedding: nothing upstream is ablated
+            assert not differs and node["act"]["corr"] in (1.0, None)
+        repurposed += differs
+    # nodes downstream of ablated nodes (Q/K/V, the attention write, ...) see other inputs in the circuit
+    assert repurposed > 0
+
+
+def test_snippets_are_the_top_activations_over_the_corpus(setup):
+    model, _, circuit, _, _ = setup
+    corpus = torch.randint(0, 2047, (24, 40), generator=torch.Generator().manual_seed(0))
+    nodes = circuit.node_mask(model).nodes()
+    found = circuit_snippets(model, nodes, corpus, n_snippets=3, corpus_rows=24, batch_size=8)
+    _, cache = model.run_with_cache(corpus)
+    for node in nodes:
+        act = cache[node.site.hook_name].flatten(2)[..., node.index]  # [row, pos]
+        best_per_row = act.abs().max(dim=1).values.sort(descending=True).values[:3]
+        snippets = found[node.name]
+        assert len(snippets) == 3
+        torch.testing.assert_close(torch.tensor([abs(s["value"]) for s in snippets]), best_per_row, rtol=1e-3, atol=1e-6)
+        for s in snippets:  # the window is real corpus text around the peak token
+            text = corpus.tolist()
+            assert any(s["ids"] == row[i: i + len(s["ids"])] for row in text for i in range(len(row)))
+            assert abs(s["acts"][s["peak"]]) == pytest.approx(max(abs(a) for a in s["acts"]), rel=1e-6)
+
+
+def test_page_is_self_contained_and_shows_in_jupyter(setup, tmp_path):
+    model, _, circuit, _, data = setup
+    page = render_html(data)
+    assert "<script src" not in page and "<link" not in page and "@import" not in page
+    assert "cdn" not in page.lower() and "https://" not in page
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    view = circuit.show(model, n_prompts=N_PROMPTS)
+    assert isinstance(view, CircuitView) and view.data["nodes"].keys() == data["nodes"].keys()
+    srcdoc = re.fullmatch(r'<iframe srcdoc="([^"]*)"[^>]*></iframe>', view._repr_html_()).group(1)
+    assert html.unescape(srcdoc) == view.html == page  # the whole page, attribute-escaped
+    path = write_viewer(model, circuit, tmp_path / "sub" / "c.html", n_prompts=N_PROMPTS)
+    assert path.read_text(encoding="utf-8") == page
+
+
+def test_a_hostile_token_cannot_break_out_of_the_data_block(setup):
+    data = json.loads(json.dumps(setup[4]))
+    data["vocab"][str(data["prompts"][0]["ids"][1])] = "</script><script>alert(1)</script><!--"
+    page = render_html(data)
+    assert page.count("</script>") == 2
+    block = re.search(r'id="sparselens-data">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(block) == data
+
+
+def test_viewer_data_rejects_bad_selections(setup):
+    model, _, circuit, _, _ = setup
+    outside = next(n.name for n in model.node_registry.nodes() if n.name not in circuit.node_names(model))
+    with pytest.raises(ValueError, match="not in this circuit"):
+        viewer_data(model, circuit, selected=outside)
+    with pytest.raises(KeyError, match="unknown node site"):
+        viewer_data(model, circuit, selected="L0.nueron[1]")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_writes_the_page(setup, tmp_path, capsys):
+    model, _, circuit, root, _ = setup
+    out = tmp_path / "page.html"
+    selected = circuit.node_names(model)[-1]
+    rc = main(["view", str(root / "circuit.json"), "--model", str(root / "model"), "-o", str(out),
+               "--snippets", "0", "--prompts", "2", "--node", selected])
+    assert rc == 0
+    assert str(out.resolve()) in capsys.readouterr().out
+    data = json.loads(re.search(r'id="sparselens-data">(.*?)</script>', out.read_text(encoding="utf-8"), re.S).group(1))
+    assert data["selected"] == selected and len(data["nodes"]) == circuit.n_nodes and len(data["prompts"]) == 2
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "other_model", "bad_site", "bad_index", "not_in_circuit", "no_model"])
+def test_cli_hostile_inputs(setup, tmp_path, capsys, case):
+    model, _, circuit, root, _ = setup
+    circuit_path, model_arg, extra = root / "circuit.json", str(root / "model"), []
+    if case == "missing":
+        circuit_path, expected = tmp_path / "nope.json", "no circuit file"
+    elif case == "corrupt":
+        circuit_path = tmp_path / "corrupt.json"
+        circuit_path.write_text((root / "circuit.json").read_text()[:200])
+        expected = "not valid JSON"
+    elif case == "other_model":
+        other = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048, seed=5),
+                                        tokenizer=model.tokenizer)
+        model_arg, expected = str(other.save_pretrained(tmp_path / "other")), "different model"
+    elif case == "bad_site":
+        extra, expected = ["--node", "L0.nueron[1]"], "did you mean 'L0.neuron'"
+    elif case == "bad_index":
+        extra, expected = ["--node", f"L0.neuron[{model.cfg.d_mlp}]"], f"has {model.cfg.d_mlp} nodes"
+    elif case == "not_in_circuit":
+        outside = next(n.name for n in model.node_registry.nodes() if n.name not in circuit.node_names(model))
+        extra, expected = ["--node", outside], "not in this circuit"
+    else:
+        model_arg, expected = str(tmp_path / "no_such_model"), "cannot load the model"
+    out = tmp_path / "page.html"
+    rc = main(["view", str(circuit_path), "--model", model_arg, "-o", str(out), "--snippets", "0"] + extra)
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert err.startswith("sparselens view: error:") and expected in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------- real browser
+class Browser:
+    """Headless Chromium driven over the Chrome DevTools Protocol (one page, events recorded)."""
+
+    def __init__(self, workdir: Path, timeout: float = 20.0):
+        try:
+            import websocket
+        except ImportError:
+            pytest.fail("the viewer's browser test needs websocket-client: pip install -e '.[dev]'")
+        binary = shutil.which("chromium") or shutil.which("chromium-browser")
+        if binary is None:
+            pytest.fail("the viewer's browser test needs Debian's Chromium: run `apt-get install -y chromium`")
+        profile = workdir / "profile"
+        self.log = workdir / "chromium.log"
+        self.proc = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-extensions",
+             "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--window-size=1400,900",
+             f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
+        )
+        self.timeout = timeout
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout
+        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                pytest.fail(f"chromium did not start its DevTools endpoint:\n{self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        port, browser_path = port_file.read_text().splitlines()[:2]
+        browser = websocket.create_connection(f"ws://127.0.0.1:{port}{browser_path}", timeout=timeout)
+        self.ws, self.next_id, self.events = browser, 0, []
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        browser.close()
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/devtools/page/{target}", timeout=timeout)
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable")
+        self.send("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+
+    def send(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, method: str) -> dict:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            for event in self.events:
+                if event.get("method") == method:
+                    return event
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(f"no {method} within {self.timeout}s")
+
+    def js(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def mouse(self, selector: str, click: bool) -> None:
+        """Scroll the element into view and move (and click) the real mouse at its centre."""
+        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                      "e.scrollIntoView({block: 'center', inline: 'center'}); const r = e.getBoundingClientRect(); "
+                      "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        self.send("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
+        if click:
+            for kind in ("mousePressed", "mouseReleased"):
+                self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+    def problems(self) -> list[str]:
+        """Console errors, uncaught exceptions, failed requests and any request off the page's own file."""
+        found = []
+        for e in self.events:
+            method, p = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                found.append(f"exception: {p['exceptionDetails']}")
+            elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                found.append(f"console.{p['type']}: {p.get('args')}")
+            elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+                found.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+            elif method == "Network.loadingFailed":
+                found.append(f"failed request: {p}")
+            elif method == "Network.requestWillBeSent" and not p["request"]["url"].startswith(("file://", "data:", "about:")):
+                found.append(f"network request: {p['request']['url']}")
+        return found
+
+    def close(self) -> None:
+        if getattr(self, "ws", None) is not None:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.mark.timeout(90)
+def test_viewer_in_headless_chromium_offline(setup, tmp_path):
+    model, _, circuit, _, data = setup
+    data = json.loads(json.dumps(data))
+    # a token that would end the data block if it were not escaped is shown in every panel
+    data["vocab"][str(data["prompts"][0]["ids"][1])] = "</script><b>x</b>"
+    page = tmp_path / "viewer.html"
+    page.write_text(render_html(data), encoding="utf-8")
+    nodes, edges = data["nodes"], data["edges"]
+
+    def neighbours(name):
+        ends = [end for i in nodes[name]["in"] + nodes[name]["out"] for end in (edges[i]["src"], edges[i]["dst"])]
+        return [end for end in ends if end in nodes and end != name]
+
+    first = max(nodes, key=lambda name: len(neighbours(name)))  # a node with edges to other nodes
+    second = next(name for name in nodes if name != first)
+    assert neighbours(first)
+    browser = Browser(tmp_path)
+    try:
+        browser.send("Page.navigate", url=page.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js("document.querySelectorAll('.node').length") == circuit.n_nodes
+        assert browser.js("new Set([...document.querySelectorAll('.node')].map(e => e.dataset.node)).size") == circuit.n_nodes
+        assert browser.js("document.querySelectorAll('path.edge').length") == circuit.n_edges
+        assert "loss circuit" in browser.js("document.getElementById('header').textContent")
+        assert browser.js("document.getElementById('panel-name')") is None  # no panel before any hover/click
+
+        browser.mouse(f'.node[data-node="{second}"]', click=False)  # hover opens the panel
+        assert browser.js("document.getElementById('panel-name').textContent") == second
+        browser.mouse(f'.node[data-node="{first}"]', click=True)  # click pins it
+        assert browser.js("document.getElementById('panel-name').textContent") == first
+        assert browser.js(f"document.querySelector('.node[data-node=\"{first}\"]').classList.contains('selected')")
+        browser.mouse(f'.node[data-node="{second}"]', click=False)  # hovering elsewhere keeps the pinned panel
+        assert browser.js("document.getElementById('panel-name').textContent") == first
+        # two token rows (full model, circuit) per prompt, and the hostile token shown as text
+        rows = browser.js("[...document.querySelectorAll('#panel .prompt .toks .who')].map(e => e.textContent)")
+        assert rows == ["model", "circuit"] * len(data["prompts"])
+        assert "</script><b>x</b>" in browser.js("document.getElementById('panel').textContent")
+        n_in, n_out = len(nodes[first]["in"]), len(nodes[first]["out"])
+        assert f"Incoming edges ({n_in})" in browser.js("document.getElementById('panel').textContent")
+        assert f"Outgoing edges ({n_out})" in browser.js("document.getElementById('panel').textContent")
+        # an edge's other end is a link to its panel
+        link = browser.js("document.querySelector('#panel .link').textContent")
+        assert link in neighbours(first)
+        browser.mouse("#panel .link", click=True)
+        assert browser.js("document.getElementById('panel-name').textContent") == link
+        assert browser.problems() == []
+    finally:
+        browser.close()
