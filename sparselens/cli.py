@@ -1,4 +1,4 @@
-"""The ``sparselens`` command line: ``sparselens {summary,tasks,train,prune,compare,view} ...``.
+"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,train,prune,compare,view} ...``.
 
 Each subcommand lives beside the concept it drives and is imported only when it runs, so
 ``sparselens --help`` stays fast. A subcommand module provides ``add_arguments(parser)`` and
@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 #: subcommand -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS = {
+    "demo": ("sparselens.demo", "prune the shipped sparse model on single_double_quote and open the circuit viewer"),
     "summary": ("sparselens.model.summary_cli", "build a model and print its hook points and node sites"),
     "tasks": ("sparselens.tasks.cli", "list tasks with one example pair each"),
     "train": ("sparselens.train.cli", "train a weight-sparse (or dense) model from a YAML config"),

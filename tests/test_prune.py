@@ -151,3 +151,42 @@ def test_hostile_callers(trained, tmp_path):
         Circuit.load(path)
     with pytest.raises(FileNotFoundError, match="no circuit file"):
         Circuit.load(tmp_path / "missing.json")
+
+
+def test_prune_cli_sweep_writes_circuits_table_and_plot(trained, tmp_path, capsys):
+    from sparselens.cli import main
+
+    model, task, _ = trained
+    model.save_pretrained(tmp_path / "model")
+    rc = main(["prune", "--model", str(tmp_path / "model"), "--task", task.name, "--targets", "0.3,0.2",
+               "--ablation", "zero", "--steps", "5", "--batch-size", "8", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == [f"{task.name}-zero-seed0-sweep.html", f"{task.name}-zero-seed0-target0.2.json",
+                     f"{task.name}-zero-seed0-target0.3.json"]
+    circuits = [Circuit.load(tmp_path / "out" / f) for f in files[1:]]
+    assert circuits[0].n_nodes >= circuits[1].n_nodes  # a lower target needs at least as many nodes
+    for c in circuits:
+        assert f"{c.losses['target']:>8.3f}{c.n_nodes:>8}{c.n_edges:>9}" in printed
+    assert main(["prune", "--model", str(tmp_path / "model"), "--task", "no_such_task"]) == 2
+    assert main(["prune", "--model", str(tmp_path / "model"), "--task", task.name, "--targets", "0.1,x"]) == 2
+
+
+def test_compare_report_tables_follow_the_circuits(trained, tmp_path):
+    from types import SimpleNamespace
+
+    from sparselens.prune.compare import VARIANTS, write_report
+
+    model, task, means = trained
+    circuits = {v: prune(model, task, target_loss=0.3, ablation=a, freeze_norms=f, means=means, steps=3,
+                         eval_pairs=32, progress=False) for v, (_, a, f) in VARIANTS.items()}
+    results = {(task.name, v, 0): c for v, c in circuits.items()}
+    args = SimpleNamespace(sparse="s", dense="d", target=0.3, steps=3, batch_size=8)
+    losses = {"sparse": {task.name: 0.01}, "dense": {task.name: 0.02}}
+    report = write_report(results, {}, [task.name], [0], losses, args, tmp_path).read_text()
+    assert (tmp_path / "comparisons.png").exists()
+    dense, sparse = circuits["dense, mean"], circuits["sparse, mean"]
+    ratio = dense.n_edges / max(sparse.n_edges, 1)
+    assert f"{dense.n_nodes} / {dense.n_edges} vs {sparse.n_nodes} / {sparse.n_edges} ({ratio:.2f}x edges)" in report
+    assert "1 tasks x 1 seed(s)" in report and f"| {task.name} | 0.0100 | 0.0200 |" in report

@@ -1,0 +1,72 @@
+"""``sparselens prune``: prune a model on a task at one or more target losses; table, plot and circuit files.
+
+    sparselens prune --model sparse-2l-128 --task single_double_quote --targets 0.05,0.1,0.15,0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a model directory or registered name (sparselens.pretrained.list_models())")
+    parser.add_argument("--task", required=True, help="a task name (sparselens tasks lists them)")
+    parser.add_argument("--targets", default="0.15", help="comma-separated target losses (per pair, averaged)")
+    parser.add_argument("--ablation", choices=["mean", "zero", "resample"], default="mean")
+    parser.add_argument("--freeze-norms", action="store_true", help="patch the full model's norm scales into pruned runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=300, help="mask-learning steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="prompt pairs per step")
+    parser.add_argument("--k-coef", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--out", default="circuits", help="directory for circuit JSON files and the plot")
+
+
+def circuit_table(circuits) -> str:
+    """A plain-text table of a sweep's circuits."""
+    rows = [f"{'target':>8}{'nodes':>8}{'edges':>9}{'circuit':>10}{'model':>9}{'empty':>9}"]
+    for c in circuits:
+        l = c.losses
+        rows.append(f"{l['target']:>8.3f}{c.n_nodes:>8}{c.n_edges:>9}{l['circuit']:>10.4f}{l['model']:>9.4f}{l['empty']:>9.4f}")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparselens import HookedSparseTransformer
+    from sparselens.errors import CheckpointError
+    from sparselens.interventions import pretraining_means
+    from sparselens.prune import prune_sweep
+    from sparselens.tasks import get_task
+    from sparselens.viz import circuit_size_plot
+
+    try:
+        targets = sorted(float(t) for t in args.targets.split(","))
+    except ValueError:
+        print(f"sparselens prune: --targets must be numbers separated by commas, got {args.targets!r}", file=sys.stderr)
+        return 2
+    try:
+        model = HookedSparseTransformer.from_pretrained(args.model)
+        task = get_task(args.task, tokenizer=model.tokenizer)
+    except (CheckpointError, KeyError, ValueError) as err:
+        print(f"sparselens prune: {err}", file=sys.stderr)
+        return 2
+    means = pretraining_means(model) if args.ablation == "mean" else None
+    try:
+        circuits = prune_sweep(model, task, targets, ablation=args.ablation, freeze_norms=args.freeze_norms,
+                               seed=args.seed, means=means, steps=args.steps, batch_size=args.batch_size,
+                               k_coef=args.k_coef, lr=args.lr)
+    except ValueError as err:
+        print(f"sparselens prune: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    stem = f"{task.name}-{args.ablation}{'-frozen' if args.freeze_norms else ''}-seed{args.seed}"
+    for circuit in circuits:
+        circuit.save(out / f"{stem}-target{circuit.losses['target']:g}.json")
+    plot = circuit_size_plot(circuits).save(out / f"{stem}-sweep.html")
+    print(f"{task.name} on {args.model}: {args.ablation} ablation{', frozen norms' if args.freeze_norms else ''}, "
+          f"seed {args.seed} (losses on test pairs, per pair)")
+    print(circuit_table(circuits))
+    print(f"circuits and plot written to {out}/ (plot: {plot})")
+    return 0

@@ -1,0 +1,174 @@
+"""``sparselens compare``: METHOD.md section 7's claims 1-3 on the shipped sparse and dense models.
+
+For each task both models solve (test loss at most ``--solve`` per pair) it prunes, at one target
+loss and for each seed: the sparse model with mean ablation (the reference), the dense model with
+mean ablation (claim 1: sparse circuits are smaller), the sparse model with zero ablation (claim 2:
+zero ablation gives smaller circuits) and the sparse model with frozen norms (claim 3: freezing
+gives larger circuits). It writes a markdown report with the tables and a plot, whatever they show.
+
+    sparselens compare --tasks single_double_quote,bracket_counting --seeds 0 --out docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+VARIANTS = {  # name -> (model key, ablation, freeze_norms)
+    "sparse, mean": ("sparse", "mean", False),
+    "dense, mean": ("dense", "mean", False),
+    "sparse, zero": ("sparse", "zero", False),
+    "sparse, mean, frozen norms": ("sparse", "mean", True),
+}
+CLAIMS = [  # (title, variant compared, against, what the paper expects)
+    ("Claim 1: weight-sparse vs dense circuits at matched loss", "dense, mean", "sparse, mean",
+     "dense circuits larger (paper: about 16x more edges)"),
+    ("Claim 2: zero vs mean ablation (sparse model)", "sparse, zero", "sparse, mean", "zero-ablation circuits smaller"),
+    ("Claim 3: frozen vs free norms (sparse model)", "sparse, mean, frozen norms", "sparse, mean",
+     "frozen-norm circuits larger"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sparse", default="sparse-2l-128", help="the weight-sparse model (directory or name)")
+    parser.add_argument("--dense", default="dense-2l-128", help="the dense baseline (directory or name)")
+    parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: Python tasks both models solve)")
+    parser.add_argument("--max-tasks", type=int, default=4, help="with the default, the easiest this many tasks")
+    parser.add_argument("--solve", type=float, default=0.1, help="a model solves a task at test loss <= this")
+    parser.add_argument("--target", type=float, default=0.15, help="target loss of every circuit (per pair)")
+    parser.add_argument("--seeds", default="0", help="comma-separated pruning seeds")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", default="docs", help="where comparisons.md and comparisons.png go")
+
+
+def task_losses(model: Any, task_names: list[str], n: int = 128) -> dict[str, float]:
+    """Test loss per pair of ``model`` on each task (inf where the task cannot be built)."""
+    import torch
+
+    from sparselens.tasks import get_task
+
+    out = {}
+    for name in task_names:
+        try:
+            task = get_task(name, tokenizer=model.tokenizer)
+        except ValueError:
+            out[name] = math.inf
+            continue
+        with torch.no_grad():
+            out[name] = float(task.loss(model, task.batch(n=n, split="test", seed=0)))
+    return out
+
+
+def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[int]) -> tuple[str, list[float]]:
+    cells, ratios = [], []
+    for seed in seeds:
+        a, b = results.get((task, variant, seed)), results.get((task, base, seed))
+        if a is None or b is None:
+            cells.append("failed")
+            continue
+        ratio = a.n_edges / max(b.n_edges, 1)
+        ratios.append(ratio)
+        cells.append(f"{a.n_nodes} / {a.n_edges} vs {b.n_nodes} / {b.n_edges} ({ratio:.2f}x edges)")
+    return f"| {task} | " + "; ".join(cells) + " |", ratios
+
+
+def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[int], losses: dict, args: Any, out: Path) -> Path:
+    """Markdown report (and a bar plot of edge ratios) of a comparison run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "# Circuit-size comparisons (METHOD.md section 7, claims 1-3)",
+        "",
+        f"Made by `sparselens compare --tasks {','.join(tasks)} --seeds {','.join(map(str, seeds))} "
+        f"--target {args.target} --steps {args.steps} --batch-size {args.batch_size}` on the shipped models "
+        f"`{args.sparse}` (weight-sparse) and `{args.dense}` (dense), CPU. {len(tasks)} tasks x {len(seeds)} "
+        f"seed(s) behind every figure. Losses are per pair (the average of the pair's two prompts), on "
+        "test pairs; circuit sizes are nodes / edges (`sparselens.prune.count_edges` says what counts).",
+        "",
+        "## Full-model test loss on the tasks used",
+        "",
+        "| task | sparse | dense |",
+        "|---|---|---|",
+        *[f"| {t} | {losses['sparse'][t]:.4f} | {losses['dense'][t]:.4f} |" for t in tasks],
+        "",
+    ]
+    labels, geo = [], []
+    for title, variant, base, expected in CLAIMS:
+        lines += [f"## {title}", "", f"Expected from the paper: {expected}. Cells: `{variant}` vs `{base}`.", "",
+                  "| task | nodes / edges |", "|---|---|"]
+        all_ratios = []
+        for task in tasks:
+            row, ratios = _ratio_row(results, task, variant, base, seeds)
+            lines.append(row)
+            all_ratios += ratios
+        if all_ratios:
+            g = math.exp(statistics.fmean(math.log(max(r, 1e-9)) for r in all_ratios))
+            lines += ["", f"Geometric mean edge ratio ({variant} / {base}): **{g:.2f}x** over {len(all_ratios)} circuits."]
+            labels.append(f"{variant}\n/ {base}")
+            geo.append(g)
+        lines.append("")
+    if failures:
+        lines += ["## Runs that did not produce a circuit", ""]
+        lines += [f"- {task}, {variant}, seed {seed}: {why}" for (task, variant, seed), why in failures.items()]
+        lines.append("")
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(range(len(geo)), geo, color=["#4c72b0", "#dd8452", "#55a868"][: len(geo)])
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_xticks(range(len(geo)), labels, fontsize=8)
+    ax.set_ylabel("edge ratio (geometric mean)")
+    ax.set_yscale("log")
+    ax.set_title(f"{len(tasks)} tasks x {len(seeds)} seed(s), target loss {args.target}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "comparisons.png", dpi=110)
+    plt.close(fig)
+    lines.insert(2, "![edge ratios](comparisons.png)\n")
+    path = out / "comparisons.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparselens import HookedSparseTransformer
+    from sparselens.interventions import pretraining_means
+    from sparselens.prune import prune
+    from sparselens.tasks import get_task, list_tasks
+
+    models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
+              "dense": HookedSparseTransformer.from_pretrained(args.dense)}
+    candidates = args.tasks.split(",") if args.tasks else list_tasks("python")
+    losses = {key: task_losses(m, candidates) for key, m in models.items()}
+    solved = [t for t in candidates if max(losses["sparse"][t], losses["dense"][t]) <= args.solve]
+    if not args.tasks:
+        solved = sorted(solved, key=lambda t: max(losses["sparse"][t], losses["dense"][t]))[: args.max_tasks]
+    if not solved:
+        print(f"sparselens compare: no task is solved (test loss <= {args.solve}) by both models", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",")]
+    means = {key: pretraining_means(m) for key, m in models.items()}
+    results, failures = {}, {}
+    for task_name in solved:
+        for variant, (key, ablation, frozen) in VARIANTS.items():
+            model = models[key]
+            task = get_task(task_name, tokenizer=model.tokenizer)
+            for seed in seeds:
+                try:
+                    results[(task_name, variant, seed)] = prune(
+                        model, task, target_loss=args.target, ablation=ablation, freeze_norms=frozen, seed=seed,
+                        means=means[key] if ablation == "mean" else None, steps=args.steps, batch_size=args.batch_size)
+                except ValueError as err:
+                    failures[(task_name, variant, seed)] = str(err)
+                circuit = results.get((task_name, variant, seed))
+                print(f"{task_name:<24}{variant:<28}seed {seed}: "
+                      + (f"{circuit.n_nodes} nodes, {circuit.n_edges} edges" if circuit else "failed"), flush=True)
+    report = write_report(results, failures, solved, seeds, losses, args, Path(args.out))
+    print(f"report written to {report}")
+    return 0
