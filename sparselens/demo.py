@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
+    from sparselens.data import load_corpus
     from sparselens.interventions import pretraining_means
     from sparselens.prune import prune
     from sparselens.tasks import get_task
@@ -36,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     circuit = prune(model, task, target_loss=args.target, ablation=args.ablation, means=means, steps=args.steps)
     out = Path(args.out)
     circuit.save(out / "circuit.json")
-    print("writing the circuit viewer ...", flush=True)
-    page = write_viewer(model, circuit, out / "circuit.html", task=task)
+    print("writing the circuit viewer (with top pretraining snippets per node) ...", flush=True)
+    corpus = load_corpus(n_ctx=min(64, model.cfg.n_ctx), split="val", tokenizer=model.tokenizer)
+    page = write_viewer(model, circuit, out / "circuit.html", task=task, corpus_tokens=corpus)
     losses = circuit.losses
     total_nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     rows = [
