@@ -1,4 +1,4 @@
-"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,train,prune,compare,view} ...``.
+"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,evaluate,train,prune,compare,view} ...``.
 
 Each subcommand lives beside the concept it drives and is imported only when it runs, so
 ``sparselens --help`` stays fast. A subcommand module provides ``add_arguments(parser)`` and
@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "demo": ("sparselens.demo", "prune the shipped sparse model on single_double_quote and open the circuit viewer"),
     "summary": ("sparselens.model.summary_cli", "build a model and print its hook points and node sites"),
     "tasks": ("sparselens.tasks.cli", "list tasks with one example pair each"),
+    "evaluate": ("sparselens.tasks.evaluate_cli", "per-task test loss and accuracy of models, as a markdown table"),
     "train": ("sparselens.train.cli", "train a weight-sparse (or dense) model from a YAML config"),
     "prune": ("sparselens.prune.cli", "prune a model on a task to circuits at one or more target losses"),
     "compare": ("sparselens.prune.compare", "the paper's comparisons on the shipped models (sparse vs dense, ablations, frozen norms)"),

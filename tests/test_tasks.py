@@ -305,3 +305,25 @@ def test_tasks_cli_lists_every_task(capsys):
     assert "--- prompt A (target ' as'" in capsys.readouterr().out
     assert main(["tasks", "--task", "nosuch"]) == 1
     assert "unknown task 'nosuch'" in capsys.readouterr().err
+
+
+def test_evaluate_command_prints_each_models_task_losses(tmp_path, capsys):
+    import torch
+
+    from sparselens import HookedSparseTransformer, SparseTransformerConfig
+    from sparselens.cli import main
+    from sparselens.tasks.evaluate_cli import evaluate
+
+    tok = load_tokenizer()
+    model = HookedSparseTransformer(SparseTransformerConfig(n_layers=1, d_model=32, n_ctx=256, seed=0, device="cpu"), tokenizer=tok)
+    model.save_pretrained(tmp_path / "m")
+    assert main(["evaluate", "--models", str(tmp_path / "m"), "--tasks", "with_as,for_while", "--pairs", "8"]) == 0
+    printed = capsys.readouterr().out
+    task = get_task("with_as", tokenizer=tok)
+    batch = task.batch(n=8, split="test", seed=0)
+    with torch.no_grad():
+        expected = float(task.loss_from_logits(model(batch.tokens), batch))
+    assert f"| with_as | {expected:.3f} (" in printed
+    assert evaluate(model, ["with_as"], 8)["with_as"][0] == pytest.approx(expected)
+    assert "Tasks solved: " in printed
+    assert main(["evaluate", "--models", str(tmp_path / "nope")]) == 2
