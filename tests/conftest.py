@@ -36,3 +36,26 @@ def any_model(request) -> HookedSparseTransformer:
 @pytest.fixture
 def tokens() -> torch.Tensor:
     return torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def trained_on_quotes():
+    """(model, task, means): a 1-layer model trained for a few seconds on single_double_quote (loss
+    about 0.05), with node means over some train prompts. Shared by every test module that needs a
+    model that can do a task; treat it as read-only."""
+    from sparselens.data import load_tokenizer
+    from sparselens.interventions import compute_means
+    from sparselens.tasks import get_task
+
+    tok = load_tokenizer()
+    task = get_task("single_double_quote", tokenizer=tok)
+    model = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=tok)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(40):
+        loss = task.loss(model, task.batch(n=32, split="train", seed=step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    means = compute_means(model, [task.batch(n=32, split="train", seed=1000).tokens], progress=False)
+    return model, task, means

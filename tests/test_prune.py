@@ -8,28 +8,12 @@ import torch
 
 from conftest import tiny_config
 from sparselens import Circuit, HookedSparseTransformer, NodeMask, prune
-from sparselens.data import load_tokenizer
-from sparselens.interventions import compute_means
 from sparselens.prune import LearnedMask, circuit_edges, circuit_hooks, count_edges
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A 1-layer model trained for a few seconds on single_double_quote, with its task and means."""
-    from sparselens.tasks import get_task
-
-    tok = load_tokenizer()
-    task = get_task("single_double_quote", tokenizer=tok)
-    model = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=tok)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(40):
-        loss = task.loss(model, task.batch(n=32, split="train", seed=step))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    means = compute_means(model, [task.batch(n=32, split="train", seed=1000).tokens], progress=False)
-    return model, task, means
+def trained(trained_on_quotes):
+    return trained_on_quotes
 
 
 @pytest.mark.parametrize("ablation", ["zero", "mean", "resample"])

@@ -17,30 +17,16 @@ import torch
 from conftest import tiny_config
 from sparselens import HookedSparseTransformer, prune
 from sparselens.cli import main
-from sparselens.data import load_tokenizer
-from sparselens.interventions import compute_means
 from sparselens.viz.viewer import CircuitView, circuit_snippets, render_html, viewer_data, write_viewer
 
 N_PROMPTS = 4
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A 1-layer model trained for a few seconds on single_double_quote, a mean-ablation circuit of
-    it, and both saved to disk (model directory, circuit JSON)."""
-    from sparselens.tasks import get_task
-
-    tok = load_tokenizer()
-    task = get_task("single_double_quote", tokenizer=tok)
-    model = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=tok)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(40):
-        loss = task.loss(model, task.batch(n=32, split="train", seed=step))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    means = compute_means(model, [task.batch(n=32, split="train", seed=1000).tokens], progress=False)
+def setup(tmp_path_factory, trained_on_quotes):
+    """The shared trained 1-layer model (conftest), a mean-ablation circuit of it, and both saved to
+    disk (model directory, circuit JSON)."""
+    model, task, means = trained_on_quotes
     circuit = prune(model, task, target_loss=0.3, ablation="mean", means=means, steps=15, batch_size=16,
                     eval_pairs=32, k_coef=1e-3, lr=3e-2, progress=False, seed=0)
     assert 0 < circuit.n_nodes < model.node_registry.n_nodes
