@@ -173,4 +173,6 @@ def test_compare_report_tables_follow_the_circuits(trained, tmp_path):
     dense, sparse = circuits["dense, mean"], circuits["sparse, mean"]
     ratio = dense.n_edges / max(sparse.n_edges, 1)
     assert f"{dense.n_nodes} / {dense.n_edges} vs {sparse.n_nodes} / {sparse.n_edges} ({ratio:.2f}x edges)" in report
-    assert "1 tasks x 1 seed(s)" in report and f"| {task.name} | 0.0100 | 0.0200 |" in report
+    assert "1 tasks x 1 seed(s)" in report and f"| {task.name} | 0.0100 | 0.0200 | {sparse.losses['empty']:.4f} |" in report
+    results[(task.name, "dense, mean", 0)] = SimpleNamespace(n_nodes=0, n_edges=0, losses=dense.losses)
+    assert "an empty circuit already reaches the target" in write_report(results, {}, [task.name], [0], losses, args, tmp_path).read_text()

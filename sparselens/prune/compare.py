@@ -64,17 +64,28 @@ def task_losses(model: Any, task_names: list[str], n: int = 128) -> dict[str, fl
     return out
 
 
-def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[int]) -> tuple[str, list[float]]:
-    cells, ratios = [], []
+def _empty_loss(results: dict, task: str, variant: str) -> str:
+    circuit = next((c for (t, v, _), c in results.items() if t == task and v == variant), None)
+    return "n/a" if circuit is None else f"{circuit.losses['empty']:.4f}"
+
+
+def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[int]) -> tuple[str, list[float], int]:
+    """(table row, edge ratios, number of comparisons where one side is the empty circuit)."""
+    cells, ratios, empty = [], [], 0
     for seed in seeds:
         a, b = results.get((task, variant, seed)), results.get((task, base, seed))
         if a is None or b is None:
             cells.append("failed")
             continue
-        ratio = a.n_edges / max(b.n_edges, 1)
+        sizes = f"{a.n_nodes} / {a.n_edges} vs {b.n_nodes} / {b.n_edges}"
+        if a.n_edges == 0 or b.n_edges == 0:
+            empty += 1
+            cells.append(f"{sizes} (an empty circuit already reaches the target; no ratio)")
+            continue
+        ratio = a.n_edges / b.n_edges
         ratios.append(ratio)
-        cells.append(f"{a.n_nodes} / {a.n_edges} vs {b.n_nodes} / {b.n_edges} ({ratio:.2f}x edges)")
-    return f"| {task} | " + "; ".join(cells) + " |", ratios
+        cells.append(f"{sizes} ({ratio:.2f}x edges)")
+    return f"| {task} | " + "; ".join(cells) + " |", ratios, empty
 
 
 def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[int], losses: dict, args: Any, out: Path) -> Path:
@@ -93,27 +104,34 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
         f"seed(s) behind every figure. Losses are per pair (the average of the pair's two prompts), on "
         "test pairs; circuit sizes are nodes / edges (`sparselens.prune.count_edges` says what counts).",
         "",
-        "## Full-model test loss on the tasks used",
+        "## Test loss of the full models and of their empty circuits (every node mean-ablated)",
         "",
-        "| task | sparse | dense |",
-        "|---|---|---|",
-        *[f"| {t} | {losses['sparse'][t]:.4f} | {losses['dense'][t]:.4f} |" for t in tasks],
+        "| task | sparse | dense | sparse, empty circuit | dense, empty circuit |",
+        "|---|---|---|---|---|",
+        *[f"| {t} | {losses['sparse'][t]:.4f} | {losses['dense'][t]:.4f} | {_empty_loss(results, t, 'sparse, mean')} "
+          f"| {_empty_loss(results, t, 'dense, mean')} |" for t in tasks],
         "",
     ]
     labels, geo = [], []
     for title, variant, base, expected in CLAIMS:
         lines += [f"## {title}", "", f"Expected from the paper: {expected}. Cells: `{variant}` vs `{base}`.", "",
                   "| task | nodes / edges |", "|---|---|"]
-        all_ratios = []
+        all_ratios, n_empty = [], 0
         for task in tasks:
-            row, ratios = _ratio_row(results, task, variant, base, seeds)
+            row, ratios, empty = _ratio_row(results, task, variant, base, seeds)
             lines.append(row)
             all_ratios += ratios
+            n_empty += empty
         if all_ratios:
-            g = math.exp(statistics.fmean(math.log(max(r, 1e-9)) for r in all_ratios))
-            lines += ["", f"Geometric mean edge ratio ({variant} / {base}): **{g:.2f}x** over {len(all_ratios)} circuits."]
+            g = math.exp(statistics.fmean(math.log(r) for r in all_ratios))
+            lines += ["", f"Geometric mean edge ratio ({variant} / {base}): **{g:.2f}x** over {len(all_ratios)} pairs of circuits."]
             labels.append(f"{variant}\n/ {base}")
             geo.append(g)
+        if n_empty:
+            lines += ["", f"In {n_empty} comparison(s) an empty circuit (every node ablated) already reaches the "
+                          "target: the token embedding still reaches the unembedding through the residual stream, "
+                          "and on these tasks the last token alone nearly decides the answer. No size ratio is "
+                          "meaningful there; the task is too easy for this comparison at this model scale."]
         lines.append("")
     if failures:
         lines += ["## Runs that did not produce a circuit", ""]
@@ -121,6 +139,8 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
         lines.append("")
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 3.2))
+    if not geo:
+        ax.text(0.5, 0.5, "no comparison with two non-empty circuits", ha="center", va="center", transform=ax.transAxes)
     ax.bar(range(len(geo)), geo, color=["#4c72b0", "#dd8452", "#55a868"][: len(geo)])
     ax.axhline(1.0, color="grey", lw=1, ls="--")
     ax.set_xticks(range(len(geo)), labels, fontsize=8)
@@ -169,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
                 circuit = results.get((task_name, variant, seed))
                 print(f"{task_name:<24}{variant:<28}seed {seed}: "
                       + (f"{circuit.n_nodes} nodes, {circuit.n_edges} edges" if circuit else "failed"), flush=True)
+    for (task_name, variant, seed), circuit in results.items():
+        circuit.save(Path(args.out) / "comparisons" / f"{task_name}-{variant.replace(', ', '-').replace(' ', '_')}-seed{seed}.json")
     report = write_report(results, failures, solved, seeds, losses, args, Path(args.out))
     print(f"report written to {report}")
     return 0
