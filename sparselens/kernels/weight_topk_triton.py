@@ -28,6 +28,14 @@ from sparselens.kernels.triton_common import INTERPRETING, check_device
 
 
 @triton.jit
+def _floor_key(slice_ptr, idx, stride, valid, low_max):
+    """Sort key of each entry of a slice: |w|'s fp32 bits above, then the inverted index (lowest wins ties)."""
+    w = tl.load(slice_ptr + idx * stride, mask=valid, other=0.0)
+    bits = tl.abs(w.to(tl.float32)).to(tl.int32, bitcast=True).to(tl.int64)
+    return (bits << 32) | (low_max - idx.to(tl.int64))
+
+
+@triton.jit
 def _floor_kernel(
     w_ptr, prot_ptr, slice_len, stride_ws, stride_we, stride_ps, stride_pe,
     FLOOR: tl.constexpr, BLOCK: tl.constexpr,
@@ -41,18 +49,14 @@ def _floor_kernel(
         for start in range(0, slice_len, BLOCK):
             idx = start + offs
             valid = idx < slice_len
-            w = tl.load(w_ptr + s * stride_ws + idx * stride_we, mask=valid, other=0.0)
-            bits = tl.abs(w.to(tl.float32)).to(tl.int32, bitcast=True).to(tl.int64)
-            key = (bits << 32) | (low_max - idx.to(tl.int64))
+            key = _floor_key(w_ptr + s * stride_ws, idx, stride_we, valid, low_max)
             key = tl.where(valid & (key < prev), key, -1)
             best = tl.maximum(best, tl.max(key, axis=0))
         prev = best
     for start in range(0, slice_len, BLOCK):
         idx = start + offs
         valid = idx < slice_len
-        w = tl.load(w_ptr + s * stride_ws + idx * stride_we, mask=valid, other=0.0)
-        bits = tl.abs(w.to(tl.float32)).to(tl.int32, bitcast=True).to(tl.int64)
-        key = (bits << 32) | (low_max - idx.to(tl.int64))
+        key = _floor_key(w_ptr + s * stride_ws, idx, stride_we, valid, low_max)
         tl.store(prot_ptr + s * stride_ps + idx * stride_pe, (key >= prev).to(tl.int8), mask=valid)
 
 
