@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import nanogpt_reference as ref
@@ -25,6 +26,48 @@ def test_save_and_load_give_identical_logits(any_model, tokens, tmp_path):
     assert loaded.cfg == any_model.cfg
     assert torch.equal(loaded(tokens), any_model(tokens))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def weight_sparse(model, density=0.125, seed=0):
+    """Zero all but a random ``density`` of every weight matrix, as the sparse trainer leaves them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(torch.rand(p.shape, generator=g) < density)
+    return model
+
+
+def test_weight_sparse_matrices_are_stored_compactly_and_exactly(tiny_model, tokens, tmp_path):
+    dense_bytes = (tiny_model.save_pretrained(tmp_path / "dense") / "model.safetensors").stat().st_size
+    weight_sparse(tiny_model)
+    path = tiny_model.save_pretrained(tmp_path / "sparse")
+    stored = load_file(str(path / "model.safetensors"))
+    assert "blocks.0.mlp.fc_in.weight.nonzero_index" in stored and "blocks.0.mlp.fc_in.weight" not in stored
+    assert (path / "model.safetensors").stat().st_size < 0.35 * dense_bytes  # 1/8 nonzero: 8 bytes each
+    loaded = HookedSparseTransformer.from_pretrained(path)
+    for name, t in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], t), name
+    assert torch.equal(loaded(tokens), tiny_model(tokens))
+
+
+def test_version_1_dense_files_still_load(tiny_model, tokens, tmp_path):
+    weight_sparse(tiny_model).save_pretrained(tmp_path)
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    header = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**header, "format_version": 1}))
+    assert torch.equal(HookedSparseTransformer.from_pretrained(tmp_path)(tokens), tiny_model(tokens))
+
+
+def test_corrupt_compact_entry_is_refused(tiny_model, tmp_path):
+    path = weight_sparse(tiny_model).save_pretrained(tmp_path)
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    stored = load_file(str(path / "model.safetensors"))
+    stored["blocks.0.mlp.fc_in.weight.nonzero_index"][-1] = 10**8
+    save_file(stored, str(path / "model.safetensors"), metadata=metadata)
+    with pytest.raises(CheckpointError, match="compact entries of 'blocks.0.mlp.fc_in.weight' .* corrupt"):
+        HookedSparseTransformer.from_pretrained(path)
 
 
 @pytest.mark.parametrize("variant", [
@@ -134,9 +177,11 @@ def test_future_format_version(tiny_model, tmp_path):
 
 def test_nan_weights_are_refused(tiny_model, tmp_path):
     tiny_model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
     state = load_file(str(tmp_path / "model.safetensors"))
     state["blocks.0.mlp.fc_in.weight"][0, 0] = float("nan")
-    save_file(state, str(tmp_path / "model.safetensors"))
+    save_file(state, str(tmp_path / "model.safetensors"), metadata=metadata)
     with pytest.raises(CheckpointError, match=r"NaN or infinite values in \['blocks.0.mlp.fc_in.weight'\]"):
         HookedSparseTransformer.from_pretrained(tmp_path)
 

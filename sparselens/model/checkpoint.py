@@ -1,8 +1,11 @@
 """Saving and loading models: sparselens's own format and the released weight-sparse checkpoints.
 
 sparselens format (a directory):
-    ``config.json``       ``{"format": "sparselens", "format_version": 1, "config": {...}}``
-    ``model.safetensors`` the state dict
+    ``config.json``       ``{"format": "sparselens", "format_version": 2, "config": {...}}``
+    ``model.safetensors`` the state dict; a tensor at most half nonzero (a weight-sparse matrix) is
+                          stored compactly as ``NAME.nonzero_index`` (int32, flat) and
+                          ``NAME.nonzero_value``, its shape in the file's metadata (version 2;
+                          version 1 files, all dense, still load)
     tokenizer files       when a tokenizer is attached (``tokenizer.json`` and friends)
 
 Released format (Gao et al. 2025; METHOD.md section 1): ``beeg_config.json`` + ``final_model.pt``
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -28,7 +32,12 @@ from sparselens.errors import CheckpointError
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
+# a tensor whose nonzero fraction is at most this is stored as (flat index, value) pairs
+COMPACT_MAX_DENSITY = 0.5
+_INDEX_SUFFIX = ".nonzero_index"
+_VALUE_SUFFIX = ".nonzero_value"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 RELEASED_CONFIG_FILE = "beeg_config.json"
@@ -65,14 +74,52 @@ def save_pretrained(model: "HookedSparseTransformer", path: Union[str, Path]) ->
     path.mkdir(parents=True, exist_ok=True)
     header = {"format": "sparselens", "format_version": FORMAT_VERSION, "config": model.cfg.to_dict()}
     header["config"].pop("device", None)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state, shapes = compact_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     tmp = path / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata={"compact_shapes": json.dumps(shapes)})
     tmp.replace(path / WEIGHTS_FILE)  # never leave a half-written weights file behind
     (path / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True))
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(path))
     return path
+
+
+def compact_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Store each floating tensor at most ``COMPACT_MAX_DENSITY`` nonzero as flat (index, value) pairs.
+
+    Returns the tensors to write and ``{name: shape}`` of the compacted ones (for the metadata).
+    """
+    out: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for name, t in state.items():
+        flat = t.reshape(-1)
+        if t.is_floating_point() and t.numel() >= 64 and (flat != 0).float().mean() <= COMPACT_MAX_DENSITY:
+            index = flat.nonzero().squeeze(1)
+            out[name + _INDEX_SUFFIX] = index.to(torch.int32)
+            out[name + _VALUE_SUFFIX] = flat[index].contiguous()
+            shapes[name] = list(t.shape)
+        else:
+            out[name] = t.contiguous()
+    return out, shapes
+
+
+def expand_state_dict(stored: dict[str, torch.Tensor], shapes: dict[str, list[int]], source: str) -> dict[str, torch.Tensor]:
+    """Invert :func:`compact_state_dict`; ``source`` names the file in errors."""
+    state = {k: v for k, v in stored.items() if not k.endswith((_INDEX_SUFFIX, _VALUE_SUFFIX))}
+    for name, shape in shapes.items():
+        index, value = stored.get(name + _INDEX_SUFFIX), stored.get(name + _VALUE_SUFFIX)
+        numel = math.prod(shape)
+        if index is None or value is None or index.shape != value.shape or (
+            index.numel() and (int(index.min()) < 0 or int(index.max()) >= numel)
+        ):
+            raise CheckpointError(
+                f"{source}: the compact entries of {name!r} are missing or inconsistent; the file is "
+                "corrupt. Re-save or re-download the checkpoint."
+            )
+        dense = torch.zeros(numel, dtype=value.dtype)
+        dense[index.long()] = value
+        state[name] = dense.reshape(shape)
+    return state
 
 
 def load_pretrained(path_or_name: Union[str, Path], device: Optional[str] = None) -> "HookedSparseTransformer":
@@ -121,10 +168,10 @@ def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransfor
     header = _read_json(path / CONFIG_FILE)
     if header.get("format") != "sparselens" or "config" not in header:
         raise CheckpointError(f"{path / CONFIG_FILE} is not a sparselens config (no 'format': 'sparselens')")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise CheckpointError(
             f"{path} was saved in sparselens checkpoint format version {header.get('format_version')}; "
-            f"this sparselens reads version {FORMAT_VERSION}. Upgrade sparselens or re-save the model."
+            f"this sparselens reads versions {READABLE_FORMAT_VERSIONS}. Upgrade sparselens or re-save the model."
         )
     weights = path / WEIGHTS_FILE
     if not weights.exists():
@@ -134,7 +181,9 @@ def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransfor
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path / CONFIG_FILE} has an invalid config: {err}") from None
     try:
-        state = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = json.loads((f.metadata() or {}).get("compact_shapes", "{}"))
+        state = expand_state_dict(load_file(str(weights)), shapes, source=str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(
             f"{weights} could not be read ({err}); the file is truncated or corrupt. Re-save or "
