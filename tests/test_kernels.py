@@ -80,6 +80,16 @@ def test_abstopk_reference_matches_brute_force():
             assert torch.equal(reference.abstopk_mask(x, k), brute_abstopk_mask(x, k)), (seed, k)
 
 
+@pytest.mark.parametrize("select", ["_topk_mask", "_topk_mask_branch_free"])
+def test_both_topk_paths_match_brute_force_on_mixed_rows(select):
+    """The CPU path (torch.topk, tie rule only where a tie was cut) and the device path agree."""
+    for seed in range(5):
+        x = torch.cat([tied_values((3, 2, 9), seed), torch.randn(3, 2, 9, generator=gen(seed))], dim=1)
+        for k in range(1, 10):
+            got = getattr(reference, select)(x.abs(), k)
+            assert torch.equal(got, brute_abstopk_mask(x, k)), (seed, k)
+
+
 @pytest.mark.parametrize("floor_dim", [0, 1])
 def test_weight_topk_reference_matches_brute_force(floor_dim):
     g = gen(3)

@@ -32,8 +32,26 @@ def abstopk_mask(x: Float[Tensor, "... d"], k: int) -> torch.Tensor:
 def _topk_mask(score: Float[Tensor, "... d"], k: int) -> torch.Tensor:
     """Mask of the ``k`` largest ``score`` entries along the last dim, lowest index first on ties.
 
-    ``0 < k <= d``; no host synchronisation.
+    ``0 < k <= d``. On the CPU, where branching on data waits for nothing, torch.topk's own
+    choice is kept in every row where no entry equal to the k-th largest was left out (so no tie
+    could be broken differently), and only the other rows go through the tie rule; elsewhere the
+    branch-free :func:`_topk_mask_branch_free` runs (no host synchronisation). Both select the same
+    entries.
     """
+    if score.device.type != "cpu":
+        return _topk_mask_branch_free(score, k)
+    rows = score.reshape(-1, score.shape[-1])
+    values, index = rows.topk(k, dim=-1, sorted=False)
+    threshold = values.amin(dim=-1, keepdim=True)
+    mask = torch.zeros_like(rows, dtype=torch.bool).scatter_(-1, index, True)
+    ambiguous = ((rows >= threshold).sum(dim=-1) > k).nonzero().squeeze(1)
+    if ambiguous.numel():
+        mask[ambiguous] = _topk_mask_branch_free(rows[ambiguous], k)
+    return mask.view(score.shape)
+
+
+def _topk_mask_branch_free(score: Float[Tensor, "... d"], k: int) -> torch.Tensor:
+    """The tie rule of :func:`_topk_mask` in fixed-shape tensor ops (no host synchronisation)."""
     # the k-th largest score; unsorted top-k plus a min is faster than a sorted top-k on CPU
     threshold = score.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
     above = score > threshold
