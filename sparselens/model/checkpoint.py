@@ -36,6 +36,8 @@ FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
 # a tensor whose nonzero fraction is at most this is stored as (flat index, value) pairs
 COMPACT_MAX_DENSITY = 0.5
+# smaller tensors (gains, a sink per head) stay dense: compacting them saves nothing worth a lookup
+COMPACT_MIN_NUMEL = 64
 _INDEX_SUFFIX = ".nonzero_index"
 _VALUE_SUFFIX = ".nonzero_value"
 CONFIG_FILE = "config.json"
@@ -93,7 +95,7 @@ def compact_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
     shapes: dict[str, list[int]] = {}
     for name, t in state.items():
         flat = t.reshape(-1)
-        if t.is_floating_point() and t.numel() >= 64 and (flat != 0).float().mean() <= COMPACT_MAX_DENSITY:
+        if t.is_floating_point() and t.numel() >= COMPACT_MIN_NUMEL and (flat != 0).float().mean() <= COMPACT_MAX_DENSITY:
             index = flat.nonzero().squeeze(1)
             out[name + _INDEX_SUFFIX] = index.to(torch.int32)
             out[name + _VALUE_SUFFIX] = flat[index].contiguous()
