@@ -4,9 +4,12 @@ Chromium (Debian's `chromium`) driving the page over the DevTools protocol with 
 
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -188,8 +191,34 @@ def test_cli_hostile_inputs(setup, tmp_path, capsys, case):
 
 
 # ------------------------------------------------------------------------------- real browser
+def _live_processes(pgid: int | None = None, names: Path | None = None, zombies: bool = False) -> list[int]:
+    """Pids of the live processes (and with `zombies`, the dead ones not reaped yet) in process group
+    `pgid` or whose command line names a path under `names` (Linux /proc)."""
+    needle = f"{names}{os.sep}".encode() if names is not None else None
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if state in ("Z", "X") and not zombies:
+            continue
+        if (pgid is not None and int(pgrp) == pgid) or (needle is not None and needle in cmdline):
+            found.append(int(entry.name))
+    return found
+
+
 class Browser:
-    """Headless Chromium driven over the Chrome DevTools Protocol (one page, events recorded)."""
+    """Headless Chromium driven over the Chrome DevTools Protocol (one page, events recorded).
+
+    Use it as a context manager: `with Browser(tmp_path) as browser: ...`. Chromium runs in a session
+    and process group of its own, with its profile and config (hence its crashpad handlers, which
+    leave that group) under a private directory of `workdir`; `close()` (run on leaving the `with`,
+    and when starting fails part way) terminates and then kills all of that and waits until it is gone."""
 
     def __init__(self, workdir: Path, timeout: float = 20.0):
         try:
@@ -199,31 +228,49 @@ class Browser:
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
         if binary is None:
             pytest.fail("the viewer's browser test needs Debian's Chromium: run `apt-get install -y chromium`")
-        profile = workdir / "profile"
-        self.log = workdir / "chromium.log"
+        self.root = Path(tempfile.mkdtemp(prefix="chromium-", dir=workdir))
+        profile = self.root / "profile"
+        self.log = self.root / "chromium.log"
+        self.timeout, self.ws, self.next_id, self.events, self.closed = timeout, None, 0, [], False
+        self._stderr = self.log.open("w")
+        env = dict(os.environ, XDG_CONFIG_HOME=str(self.root / "config"), XDG_CACHE_HOME=str(self.root / "cache"))
         self.proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-extensions",
              "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--window-size=1400,900",
              f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env, start_new_session=True,
         )
-        self.timeout = timeout
-        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout
-        while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                pytest.fail(f"chromium did not start its DevTools endpoint:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        port, browser_path = port_file.read_text().splitlines()[:2]
-        browser = websocket.create_connection(f"ws://127.0.0.1:{port}{browser_path}", timeout=timeout)
-        self.ws, self.next_id, self.events = browser, 0, []
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        browser.close()
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/devtools/page/{target}", timeout=timeout)
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.send(f"{domain}.enable")
-        self.send("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+        self.pgid = self.proc.pid  # start_new_session: chromium leads a new session and process group
+        try:
+            port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout
+            while not (port_file.exists() and len(port_file.read_text().splitlines()) >= 2):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"chromium did not start its DevTools endpoint:\n{self.log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            port, browser_path = port_file.read_text().splitlines()[:2]
+            # websocket-client sends an Origin header, which Chromium (111+) rejects with 403 unless it is
+            # allowed by --remote-allow-origins; a client without one (as CDP clients are) is accepted
+            def connect(path):
+                return websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=timeout, suppress_origin=True)
+
+            self.ws = connect(browser_path)
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            browser, self.ws = self.ws, None
+            browser.close()
+            self.ws = connect(f"/devtools/page/{target}")
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.send(f"{domain}.enable")
+            self.send("Network.emulateNetworkConditions", offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Browser":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def send(self, method: str, **params):
         self.next_id += 1
@@ -278,15 +325,50 @@ class Browser:
                 found.append(f"network request: {p['request']['url']}")
         return found
 
-    def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-        self.proc.terminate()
+    def leftovers(self) -> list[int]:
+        """Live processes of this browser: its process group, and anything naming its directory."""
+        return _live_processes(pgid=self.pgid, names=self.root)
+
+    def _signal(self, sig: int, pids=()) -> None:
+        for kill, target in [(os.killpg, self.pgid)] + [(os.kill, pid) for pid in pids]:
+            try:
+                kill(target, sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self, grace: float = 5.0) -> None:
+        """Close the connection, SIGTERM Chromium's process group, SIGKILL whatever is left after `grace`
+        seconds (the group, and the crashpad handlers that left it), and wait until all of it is gone
+        (and, for a few seconds at most, until init has reaped the children that outlived the browser)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            if self.ws is not None:
+                self.ws.close()
+        except Exception:
+            pass
+        self.ws = None
+        try:
+            tree = set(self.leftovers())
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            deadline = time.monotonic() + 10
+            while (left := self.leftovers()) or self.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"chromium processes {left} survived SIGKILL")
+                tree.update(left)
+                self._signal(signal.SIGKILL, left)
+                time.sleep(0.05)
+            deadline = time.monotonic() + 5
+            while (any(Path(f"/proc/{pid}").exists() for pid in tree) or _live_processes(pgid=self.pgid, zombies=True)) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)  # dead, but zombies until init reaps them
+        finally:
+            self._stderr.close()
 
 
 @pytest.mark.timeout(90)
@@ -306,8 +388,7 @@ def test_viewer_in_headless_chromium_offline(setup, tmp_path):
     first = max(nodes, key=lambda name: len(neighbours(name)))  # a node with edges to other nodes
     second = next(name for name in nodes if name != first)
     assert neighbours(first)
-    browser = Browser(tmp_path)
-    try:
+    with Browser(tmp_path) as browser:
         browser.send("Page.navigate", url=page.resolve().as_uri())
         browser.wait_for("Page.loadEventFired")
         assert browser.js("document.querySelectorAll('.node').length") == circuit.n_nodes
@@ -336,5 +417,46 @@ def test_viewer_in_headless_chromium_offline(setup, tmp_path):
         browser.mouse("#panel .link", click=True)
         assert browser.js("document.getElementById('panel-name').textContent") == link
         assert browser.problems() == []
-    finally:
-        browser.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("failure", ["raise_in_with", "cdp_call_fails", "no_devtools_endpoint"])
+def test_browser_leaves_no_process_behind(tmp_path, monkeypatch, failure):
+    """Whatever goes wrong (the test body raises, a DevTools call fails while starting, the endpoint
+    never appears), no Chromium process is left: not the browser, nothing in its process group, and
+    nothing whose command line names the test's directory (crashpad handlers leave the group)."""
+    started, popen = [], subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    seen_running = []
+    if failure == "raise_in_with":
+        with pytest.raises(RuntimeError, match="boom"):
+            with Browser(tmp_path) as browser:
+                assert browser.send("Runtime.evaluate", expression="6 * 7", returnByValue=True)["result"]["value"] == 42
+                seen_running = _live_processes(pgid=started[0].pid, names=tmp_path)
+                raise RuntimeError("boom")
+    elif failure == "cdp_call_fails":
+        send = Browser.send
+
+        def failing_send(self, method, **params):
+            if method == "Network.enable":
+                seen_running.extend(_live_processes(pgid=started[0].pid, names=tmp_path))
+                raise RuntimeError(f"{method}: simulated failure")
+            return send(self, method, **params)
+
+        monkeypatch.setattr(Browser, "send", failing_send)
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            Browser(tmp_path)
+    else:
+        with pytest.raises(pytest.fail.Exception, match="did not start its DevTools endpoint"):
+            Browser(tmp_path, timeout=0).close()  # gives up at once: chromium takes far longer to start
+    assert len(started) == 1
+    proc = started[0]
+    assert failure == "no_devtools_endpoint" or len(seen_running) > 1  # the check below can see a running tree
+    assert proc.poll() is not None, "chromium is still running"
+    assert _live_processes(pgid=proc.pid) == [], "chromium's process group is still alive"
+    assert _live_processes(names=tmp_path) == [], "processes started for this browser are still alive"
