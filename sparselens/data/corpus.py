@@ -2,11 +2,17 @@
 
 A *source* is one of:
 
-* ``None``: the ``.py`` files of the running Python's standard library (about 30 MB of real
-  Python, no download; ``site-packages`` is left out);
+* ``None`` or ``"stdlib"``: the ``.py`` files of the running Python's standard library (about
+  30 MB of real Python, no download; ``site-packages`` is left out);
+* ``"pygen"``: ``n_programs`` simple, varied Python programs from :mod:`sparselens.data.pygen`
+  (generated here, deterministic in ``pygen_seed``; no task prompt occurs in them);
 * a folder: every text file under it (UTF-8, no NUL bytes; hidden folders, ``__pycache__``,
   ``site-packages`` and ``dist-packages`` are skipped), optionally only those with given ``extensions``;
-* a Hugging Face hub data set name (needs a network): its ``train`` split, text in ``text_column``.
+* a Hugging Face hub data set name (needs a network): its ``train`` split, text in ``text_column``;
+* a list of the above: their documents together (ids prefixed by the source's position, ``0:``...).
+
+``strip_docstrings=True`` removes docstrings and comment-only lines from Python files (folder
+sources): real code without the prose the tasks never ask about.
 
 Each document belongs to ``"train"`` or ``"val"`` by a hash of its id (the path relative to the
 folder, with ``/`` separators; for hub data sets the ``path`` or ``id`` column, else the row index),
@@ -129,20 +135,85 @@ def _looks_like_path(source: Union[str, os.PathLike]) -> bool:
     return not isinstance(source, str) or os.path.isabs(text) or text.startswith((".", "~"))
 
 
+def strip_python(text: str) -> str:
+    """``text`` without docstrings and comment-only lines, if it parses as Python (else unchanged).
+
+    Docstrings are the string-literal first statements of modules, classes and functions; their
+    lines are removed (a one-line body that is only a docstring becomes ``pass``). Code lines keep
+    their exact text, quotes included.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return text
+    drop: set[int] = set()
+    keep_pass: dict[int, str] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
+            continue
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            lines = range(first.lineno, (first.end_lineno or first.lineno) + 1)
+            if len(node.body) == 1 and not isinstance(node, ast.Module):
+                keep_pass[first.lineno] = " " * first.col_offset + "pass"
+            drop.update(lines)
+    out = []
+    for i, line in enumerate(text.splitlines(keepends=True), start=1):
+        if i in keep_pass:
+            out.append(keep_pass[i] + "\n")
+        elif i not in drop and not line.lstrip().startswith("#"):
+            out.append(line)
+    return "".join(out)
+
+
+#: Named sources besides folders and hub data sets.
+STDLIB, PYGEN = "stdlib", "pygen"
+DEFAULT_N_PROGRAMS = 100_000
+
+
 def load_documents(
-    source: Union[str, os.PathLike, None] = None, extensions: Optional[Sequence[str]] = None, text_column: str = "text"
+    source: Union[str, os.PathLike, None, Sequence[Union[str, os.PathLike]]] = None,
+    extensions: Optional[Sequence[str]] = None,
+    text_column: str = "text",
+    *,
+    strip_docstrings: bool = False,
+    n_programs: int = DEFAULT_N_PROGRAMS,
+    pygen_seed: int = 0,
+    progress: bool = True,
 ) -> Any:
     """The documents of a source as a ``datasets.Dataset`` with columns ``id`` and ``text``.
 
     Args:
-        source: None (the standard library), a folder (a ``Path``, or a string that exists or starts
-            with ``/``, ``.`` or ``~``), or a hub data set name.
+        source: None or ``"stdlib"`` (the standard library), ``"pygen"`` (generated programs), a
+            folder (a ``Path``, or a string that exists or starts with ``/``, ``.`` or ``~``), a hub
+            data set name, or a list of these (concatenated; ids prefixed ``"<position>:"``).
         extensions: file name endings to keep for folders (the standard library uses ``(".py",)``).
         text_column: the text column of a hub data set.
+        strip_docstrings: drop docstrings and comment-only lines from folder sources
+            (:func:`strip_python`).
+        n_programs, pygen_seed: how many programs ``"pygen"`` generates, and from which seed.
+        progress: show a progress bar while generating programs.
     """
     import datasets
 
-    if source is None:
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ValueError("an empty list of corpus sources; give at least one source")
+        ids, texts = [], []
+        for i, part in enumerate(source):
+            docs = load_documents(part, extensions, text_column, strip_docstrings=strip_docstrings,
+                                  n_programs=n_programs, pygen_seed=pygen_seed, progress=progress)
+            ids += [f"{i}:{d}" for d in docs["id"]]
+            texts += list(docs["text"])
+        return datasets.Dataset.from_dict({"id": ids, "text": texts})
+    if source == PYGEN:
+        from sparselens.data.pygen import generate_documents
+
+        ids, texts = generate_documents(n_programs, pygen_seed, progress=progress)
+        return datasets.Dataset.from_dict({"id": ids, "text": texts})
+    if source is None or source == STDLIB:
         ids, texts = _folder_documents(stdlib_dir(), extensions or (".py",))
     elif Path(source).expanduser().exists() or _looks_like_path(source):
         ids, texts = _folder_documents(Path(source).expanduser().resolve(), extensions)
@@ -159,6 +230,8 @@ def load_documents(
         id_column = next((c for c in ("path", "id") if c in hub.column_names), None)
         ids = [str(i) for i in hub[id_column]] if id_column else [str(i) for i in range(len(hub))]
         texts = hub[text_column]
+    if strip_docstrings:
+        texts = [strip_python(t) if i.endswith(".py") else t for i, t in zip(ids, texts)]
     return datasets.Dataset.from_dict({"id": ids, "text": texts})
 
 
@@ -206,17 +279,18 @@ def tokenize_documents(
     return {s: np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for s, p in pieces.items()}
 
 
-def _cache_key(docs: Any, tokenizer: Any, val_fraction: float) -> str:
+def _cache_key(docs: Any, tokenizer: Any, val_fraction: float, documents_key: str = "") -> str:
+    """Hash of the cache format, split settings, tokenizer and documents (their text, or ``documents_key``)."""
     h = hashlib.sha256()
-    h.update(f"format={CACHE_FORMAT}\nval_fraction={val_fraction!r}\n".encode())
+    h.update(f"format={CACHE_FORMAT}\nval_fraction={val_fraction!r}\n{documents_key}\n".encode())
     h.update(tokenizer_fingerprint(tokenizer).encode())
-    for doc_id, text in zip(docs["id"], docs["text"]):
+    for doc_id, text in zip(docs["id"], docs["text"]) if docs is not None else ():
         h.update(hashlib.sha256(f"{doc_id}\0{text}".encode("utf-8", "surrogatepass")).digest())
     return h.hexdigest()[:24]
 
 
 def load_corpus(
-    source: Union[str, os.PathLike, None] = None,
+    source: Union[str, os.PathLike, None, Sequence[Union[str, os.PathLike]]] = None,
     n_ctx: int = 256,
     split: str = "train",
     tokenizer: Any = None,
@@ -226,11 +300,15 @@ def load_corpus(
     cache_dir: Union[str, os.PathLike, None] = None,
     text_column: str = "text",
     progress: bool = True,
+    strip_docstrings: bool = False,
+    n_programs: int = DEFAULT_N_PROGRAMS,
+    pygen_seed: int = 0,
 ) -> Int[Tensor, "n_seq n_ctx"]:
     """A packed pretraining split as a LongTensor ``[n_seq, n_ctx]``.
 
     Args:
-        source: None (the standard library's ``.py`` files), a folder of text files, or a hub name.
+        source: None or ``"stdlib"`` (the standard library's ``.py`` files), ``"pygen"`` (generated
+            programs), a folder of text files, a hub name, or a list of these.
         n_ctx: tokens per row.
         split: ``"train"`` or ``"val"`` (documents split by a hash of their path).
         tokenizer: defaults to the shipped tokenizer (:func:`sparselens.data.load_tokenizer`).
@@ -239,6 +317,7 @@ def load_corpus(
         cache_dir: where token streams are cached (default :func:`default_cache_dir`).
         text_column: the text column of a hub data set.
         progress: show a progress bar while tokenizing.
+        strip_docstrings, n_programs, pygen_seed: see :func:`load_documents`.
 
     Raises:
         FileNotFoundError: the source is neither a folder nor a loadable hub data set.
@@ -253,11 +332,22 @@ def load_corpus(
         from sparselens.data.tokenizer_io import load_tokenizer
 
         tokenizer = load_tokenizer()
-    docs = load_documents(source, extensions, text_column)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = folder / _cache_key(docs, tokenizer, val_fraction)
+    def documents() -> Any:
+        return load_documents(source, extensions, text_column, strip_docstrings=strip_docstrings,
+                              n_programs=n_programs, pygen_seed=pygen_seed, progress=progress)
+
+    docs = None
+    if source == PYGEN:  # generated documents are keyed by the generator, so a cached corpus is not regenerated
+        from sparselens.data.pygen import generator_fingerprint
+
+        key = _cache_key(None, tokenizer, val_fraction, f"pygen:{generator_fingerprint()}:{n_programs}:{pygen_seed}")
+    else:
+        docs = documents()
+        key = _cache_key(docs, tokenizer, val_fraction)
+    folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / key
     path = folder / f"{split}.npy"
     if not path.exists():
+        docs = docs if docs is not None else documents()
         streams = tokenize_documents(docs, tokenizer, val_fraction, progress)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = np.uint16 if len(tokenizer) <= 2**16 else np.int32
@@ -267,7 +357,7 @@ def load_corpus(
             os.replace(tmp, folder / f"{name}.npy")
         (folder / "meta.json").write_text(
             json.dumps(
-                {"source": str(source) if source is not None else f"stdlib:{stdlib_dir()}", "n_documents": len(docs),
+                {"source": _describe_source(source), "n_documents": len(docs),
                  "tokens": {k: int(v.size) for k, v in streams.items()}, "val_fraction": val_fraction},
                 indent=1,
             )
@@ -276,10 +366,16 @@ def load_corpus(
     n_seq = stream.size // n_ctx
     if n_seq == 0:
         raise ValueError(
-            f"the {split!r} split of corpus {source if source is not None else 'stdlib'!r} has {stream.size} tokens, "
+            f"the {split!r} split of corpus {_describe_source(source)!r} has {stream.size} tokens, "
             f"fewer than n_ctx={n_ctx}; use more documents, a smaller n_ctx, or a different val_fraction"
         )
     return torch.from_numpy(stream[: n_seq * n_ctx].astype(np.int64)).view(n_seq, n_ctx)
+
+
+def _describe_source(source: Any) -> str:
+    if isinstance(source, (list, tuple)):
+        return "+".join(_describe_source(s) for s in source)
+    return f"stdlib:{stdlib_dir()}" if source is None or source == STDLIB else str(source)
 
 
 def iter_batches(

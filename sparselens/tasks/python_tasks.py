@@ -44,6 +44,9 @@ NAME_POOL = ["name", "value", "data", "path", "size", "key", "item", "node", "li
 WORDS = ["hello", "world", "done", "error", "not found", "ok", "missing value", "unknown", "default", "ready",
          "failed", "invalid input", "started", "timeout", "empty", "skipping", "saved", "loading data", "yes",
          "no", "connection closed", "bad request", "user", "admin", "running", "finished", "total"]
+#: ``while_return_true``'s predicate names are ``<prefix>_<suffix>``.
+PREDICATE_PREFIXES = ["is", "has", "contains", "can", "should"]
+PREDICATE_SUFFIXES = ["valid", "match", "cycle", "key", "space", "items", "ready"]
 IMPORTS = ["import os", "import sys", "import re", "import json", "import logging", "import copy",
            "from typing import Optional", "from collections import defaultdict", "import itertools"]
 
@@ -438,7 +441,7 @@ def while_return_true(tokenizer: Any = None) -> Task:
     ``while`` (as the name says) or a ``for``."""
 
     def gen(rng: random.Random, split: str) -> PromptPair:
-        fn = f"{rng.choice(['is', 'has', 'contains', 'can', 'should'])}_{rng.choice(['valid', 'match', 'cycle', 'key', 'space', 'items', 'ready'])}"
+        fn = f"{rng.choice(PREDICATE_PREFIXES)}_{rng.choice(PREDICATE_SUFFIXES)}"
         arg = rng.choice(ARGS)
         x = rng.choice(LOOP_VARS)
         cond = rng.choice([f"{x} == {arg}", f"{x} is None", f"not {x}", f"{x} in seen", f"{x}.startswith(prefix)"])

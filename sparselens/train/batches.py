@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 from jaxtyping import Int
@@ -19,8 +19,6 @@ from torch import Tensor
 from sparselens.train.config import DataConfig
 
 SYNTHETIC = "synthetic"
-#: the corpus name for ``sparselens.data.load_corpus``'s default (the Python standard library)
-STDLIB = "stdlib"
 
 
 @dataclass
@@ -90,17 +88,21 @@ def load_tokens(data: DataConfig, d_vocab: int, n_ctx: int, seed: int) -> TokenS
     ``tokenizer``: a saved tokenizer directory instead of the shipped one).
     """
     source = data.source
+    if data.seq_len is not None:
+        if data.seq_len > n_ctx:
+            raise ValueError(f"data.seq_len={data.seq_len} is longer than the model's n_ctx={n_ctx}")
+        n_ctx = data.seq_len
     if source == SYNTHETIC:
         n_val = max(1, data.synthetic_sequences // 8)
         splits = TokenSplits(
             train=synthetic_tokens(data.synthetic_sequences, n_ctx, d_vocab, seed),
             val=synthetic_tokens(n_val, n_ctx, d_vocab, seed, stream=1),
         )
-    elif source.endswith(".pt"):
+    elif isinstance(source, str) and source.endswith(".pt"):
         splits = _load_pt(Path(source).expanduser(), data.val_fraction)
     else:
         splits = _load_corpus(source, n_ctx, data.options)
-    return splits.check(d_vocab, n_ctx, f"data source {source!r}")
+    return splits.check(d_vocab, n_ctx, f"data source {source!r}")  # n_ctx: the row length here
 
 
 def _load_pt(path: Path, val_fraction: float) -> TokenSplits:
@@ -122,7 +124,7 @@ def _load_pt(path: Path, val_fraction: float) -> TokenSplits:
     return TokenSplits(train=obj[:-n_val], val=obj[-n_val:])
 
 
-def _load_corpus(name: str, n_ctx: int, options: dict[str, Any]) -> TokenSplits:
+def _load_corpus(name: Union[str, list[str]], n_ctx: int, options: dict[str, Any]) -> TokenSplits:
     try:
         from sparselens.data import load_corpus, load_tokenizer
     except ImportError as err:
@@ -133,9 +135,8 @@ def _load_corpus(name: str, n_ctx: int, options: dict[str, Any]) -> TokenSplits:
         ) from None
     options = dict(options)
     tokenizer = load_tokenizer(options.pop("tokenizer", None))
-    source = None if name == STDLIB else name
-    splits = {
-        split: load_corpus(source, n_ctx=n_ctx, split=split, tokenizer=tokenizer, **options) for split in ("train", "val")
+    splits = {  # name: "stdlib", "pygen", a folder, a hub name, or a list of these (see load_corpus)
+        split: load_corpus(name, n_ctx=n_ctx, split=split, tokenizer=tokenizer, **options) for split in ("train", "val")
     }
     return TokenSplits(train=splits["train"], val=splits["val"], tokenizer=tokenizer)
 

@@ -45,24 +45,33 @@ class DataConfig:
             ``"train"`` and ``"val"`` tensors), ``"stdlib"`` (the local Python standard library
             through ``sparselens.data.load_corpus``), or another source ``load_corpus`` takes (a
             folder of text files, a hub data set name).
+        seq_len: tokens per training row for corpus and synthetic sources (default: the model's
+            ``n_ctx``); shorter rows train a model that still runs on ``n_ctx`` tokens.
         val_fraction: for a ``.pt`` file holding one tensor, the fraction of sequences (the last
             ones) held out for validation.
         synthetic_sequences: number of training sequences the synthetic source generates (plus an
-            eighth as many validation sequences).
+            eighth as many validation sequences). A list of corpus sources trains on their
+            documents together (e.g. ``[pygen, stdlib]``).
         options: extra keyword arguments passed to ``sparselens.data.load_corpus`` (e.g.
             ``extensions``, ``cache_dir``, ``progress``; ``tokenizer``: a saved tokenizer directory).
     """
 
-    source: str = "synthetic"
+    source: Union[str, list[str]] = "synthetic"
+    seq_len: Optional[int] = None
     val_fraction: float = 0.05
     synthetic_sequences: int = 512
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"data.source must be a non-empty string, got {self.source!r}")
+        parts = self.source if isinstance(self.source, list) else [self.source]
+        if not parts or not all(isinstance(p, str) and p for p in parts):
+            raise ValueError(f"data.source must be a non-empty string or a list of them, got {self.source!r}")
+        if isinstance(self.source, list) and any(p in ("synthetic",) or p.endswith(".pt") for p in parts):
+            raise ValueError(f"data.source {self.source!r}: only corpus sources can be combined in a list (not 'synthetic' or .pt files)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.seq_len is not None and (not isinstance(self.seq_len, int) or self.seq_len < 2):
+            raise ValueError(f"data.seq_len must be an integer >= 2 (tokens per training row), got {self.seq_len!r}")
         if self.synthetic_sequences < 1:
             raise ValueError(f"data.synthetic_sequences must be >= 1, got {self.synthetic_sequences}")
 

@@ -27,6 +27,7 @@ import inspect
 import logging
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -112,6 +113,7 @@ class Trainer:
         self.step = 0
         self._pending: list[Tensor] = []  # 0-d device losses not yet synced
         self._window: list[float] = []  # synced losses since the last train record
+        self._clock: Optional[tuple[float, int]] = None  # (time, step) at the last train record of this process
         self._last_good_checkpoint: Optional[tuple[Path, int]] = None
         if resume:
             self.load(self.out_dir / CHECKPOINT_FILE if resume is True else Path(resume))
@@ -190,6 +192,7 @@ class Trainer:
             if self.step == 0:
                 self.metrics.path.unlink(missing_ok=True)
                 self._log_eval()
+        self._clock = (time.perf_counter(), self.step)
         bar = tqdm(
             total=c.n_steps, initial=self.step, desc=f"train L0->{c.l0_target:g}", unit="step",
             disable=not (c.progress and self.is_main), dynamic_ncols=True,
@@ -257,6 +260,10 @@ class Trainer:
                 "event": "train", "step": s, "tokens": s * c.batch_size * self.tokens.train.shape[1],
                 "train_loss": mean, "lr": self.lr_at(s - 1), "l0": l0,
             }
+            now = time.perf_counter()
+            if self._clock is not None and s > self._clock[1]:
+                record["seconds_per_step"] = (now - self._clock[0]) / (s - self._clock[1])
+            self._clock = (now, s)
             self.metrics.append(record)
             bar.set_postfix(loss=f"{mean:.4f}", l0=f"{l0:.4g}")
 
