@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import Callable, Optional
 
 #: Bump when the generator's output changes (the corpus cache is keyed by the texts anyway).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 VERBS = ["load", "parse", "build", "update", "process", "render", "check", "compute", "collect", "find",
          "read", "write", "handle", "format", "merge", "split", "apply", "convert", "filter", "scan", "get",
@@ -525,16 +525,17 @@ class _Program:
             lines = [f"{ind}{n} = {rng.choice(['0', '1'])}", f"{ind}while {n} {rng.choice(['<', '<='])} {self.expr(scope, 'int', 2)}:"]
             body = self.block(inner, ind + "    ", depth + 1, rng.randint(1, 2), in_loop=True)
             body.append(f"{ind}    {n} += {rng.choice(['1', '1', '2'])}")
-        elif form < 0.7:
+        elif form < 0.6:
             node = rng.choice(["node", "current", "cur", "ptr", "item", "head"])
             scope.vars[node] = inner.vars[node] = "any"
+            test = rng.choice([f"{node} is not None", node, node])
             lines = [f"{ind}{node} = {rng.choice(scope.of('any') or ['root', 'start', 'first'])}",
-                     f"{ind}while {node} is not None:"]
+                     f"{ind}while {test}:"]
             body = self.block(inner, ind + "    ", depth + 1, rng.randint(1, 2), in_loop=True)
             body.append(f"{ind}    {node} = {node}.{rng.choice(['next', 'parent', 'left', 'right', 'child'])}")
         else:
-            xs = rng.choice(scope.of("list") or ["queue"])
-            lines = [f"{ind}while {xs}:"]
+            xs = rng.choice(scope.of("list") or [rng.choice(["queue", "stack", "pending", "todo", "frames"])])
+            lines = [f"{ind}while {rng.choice([xs, xs, f'len({xs}) > 0', xs])}:"]
             x = rng.choice(LOOP_VARS)
             inner.vars[x] = "any"
             body = [f"{ind}    {x} = {xs}.pop({rng.choice(['', '0', '-1'])})"]
@@ -544,7 +545,9 @@ class _Program:
 
     def st_if(self, scope: _Scope, ind: str, depth: int, in_loop: bool) -> list[str]:
         rng = self.rng
-        subject = rng.choice(list(scope.vars)) if scope.vars and rng.random() < 0.6 else None
+        draw = rng.random()
+        subject = (scope.recent[-1] if scope.recent and draw < 0.5 else
+                   rng.choice(list(scope.vars)) if scope.vars and draw < 0.7 else None)
         lines = [f"{ind}if {self.condition(scope, subject)}:"]
         inner = _Scope(scope)
         lines += self.block(inner, ind + "    ", depth + 1, rng.randint(1, 2), in_loop)
@@ -692,8 +695,10 @@ class _Program:
         lines.append(f"    def __init__(self, {params}):" if params else "    def __init__(self):")
         if base not in ("", "(object)") and rng.random() < 0.5:
             lines.append("        super().__init__()")
-        for p in params.split(", ") if params else []:
-            p = p.split("=")[0]
+        names = [p.split("=")[0] for p in params.split(", ")] if params else []
+        if rng.random() < 0.35:
+            rng.shuffle(names)
+        for p in names:
             attr = p if rng.random() < 0.85 else f"_{p}"
             value = p if rng.random() < 0.85 else rng.choice([f"list({p})", f"{p} or []", f"str({p})", f"{p}.copy()"]) if scope.vars.get(p) == "list" else p
             lines.append(f"        self.{attr} = {value}")
