@@ -7,6 +7,7 @@ import pytest
 
 from sparselens import HookedSparseTransformer, pretrained
 from sparselens.cli import main
+from sparselens.data.tokenizer_io import SHIPPED_TOKENIZER_NAME
 from sparselens.tasks import list_tasks
 from sparselens.tasks.evaluate_cli import evaluate
 
@@ -23,6 +24,7 @@ def test_every_shipped_model_is_listed_here():
 def test_shipped_model_loads_and_matches_its_card(name, density):
     model = HookedSparseTransformer.from_pretrained(name)
     assert model.tokenizer is not None and len(model.tokenizer) == 2048
+    assert model.cfg.tokenizer_name == SHIPPED_TOKENIZER_NAME  # recognised, though saved before names were recorded
     for pname, p in model.named_parameters():
         if p.ndim == 2 and "bigram" not in pname:
             assert float((p != 0).float().mean()) == pytest.approx(density, abs=1e-3), pname

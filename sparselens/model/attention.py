@@ -21,7 +21,8 @@ class Attention(nn.Module):
     every head has a learnable logit ``sink_logit[h]`` for an always-visible slot with key 0 and
     value 0: it only adds ``exp(sink_logit)`` to the softmax denominator. ``hook_pattern`` holds
     the attention on real keys (rows sum to one minus the sink's share); ``hook_sink`` holds
-    that share [batch head_index query_pos].
+    that share [batch head_index query_pos]. A hook that changes the share at ``hook_sink``
+    rescales the real keys' attention to fill the rest (in the model's proportions).
 
     Weights are stored in ``F.linear`` layout (``q_proj.weight`` is [n_heads*d_head, d_model]);
     ``W_Q``, ``W_K``, ``W_V``, ``W_O`` and biases are TransformerLens-shaped views.
@@ -60,20 +61,42 @@ class Attention(nn.Module):
         k = self.hook_k(self._heads(self.topk_k(self.k_proj(x))))
         v = self.hook_v(self._heads(self.topk_v(self.v_proj(x))))
 
-        n_pos = x.shape[1]
-        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-        scores = scores.masked_fill(~self.causal_mask[:n_pos, :n_pos], float("-inf"))
-        scores = self.hook_attn_scores(scores)
+        scores = self.hook_attn_scores(self._causal_scores(q, k))
         if self.sink_logit is None:
             pattern = scores.softmax(dim=-1)
         else:
             sink = self.sink_logit.to(scores.dtype).view(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
             probs = torch.cat([sink, scores], dim=-1).softmax(dim=-1)
-            self.hook_sink(probs[..., 0])
             pattern = probs[..., 1:]
+            if self.hook_sink.has_forward_hooks:
+                # honour a hook's sink share (returned or edited in place): the real keys share the
+                # rest in the model's proportions; an unchanged share multiplies them by exactly 1
+                share = probs[..., 0].clone()
+                patched = self.hook_sink(probs[..., 0].clone())
+                pattern = pattern * ((1 - patched) / (1 - share).clamp_min(torch.finfo(share.dtype).tiny))[..., None]
+            else:
+                self.hook_sink(probs[..., 0])
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
         return self.o_proj(z.reshape(*z.shape[:2], self.cfg.d_qkv))
+
+    def _causal_scores(
+        self, q: Float[Tensor, "batch pos head_index d_head"], k: Float[Tensor, "batch pos head_index d_head"]
+    ) -> Float[Tensor, "batch head_index query_pos key_pos"]:
+        """``q.k / sqrt(d_head)``, -inf where the key is after the query.
+
+        One batched matmul whose added term is the causal mask, so the scores (the largest tensor of
+        the forward) are written once and never rescaled or masked in another pass, in either
+        direction. Equals ``einsum(q, k) / sqrt(d_head)`` then ``masked_fill`` exactly when
+        ``d_head`` is a power of 4 (the scale is then a power of 2); to rounding otherwise.
+        """
+        n_batch, n_pos, n_heads, d_head = q.shape
+        causal = torch.zeros(n_pos, n_pos, dtype=q.dtype, device=q.device)
+        causal.masked_fill_(~self.causal_mask[:n_pos, :n_pos], float("-inf"))
+        q_rows = q.transpose(1, 2).reshape(n_batch * n_heads, n_pos, d_head)
+        k_rows = k.transpose(1, 2).reshape(n_batch * n_heads, n_pos, d_head)
+        scores = torch.baddbmm(causal, q_rows, k_rows.transpose(1, 2), alpha=1 / math.sqrt(d_head))
+        return scores.view(n_batch, n_heads, n_pos, n_pos)
 
     # ------------------------------------------------------------ TransformerLens-shaped weights
     def _per_head_in(self, linear: nn.Linear) -> Float[Tensor, "head_index d_model d_head"]:

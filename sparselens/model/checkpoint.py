@@ -1,4 +1,4 @@
-"""Saving and loading models: sparselens's own format and the released weight-sparse checkpoints.
+"""Saving and loading sparselens's own checkpoint format.
 
 sparselens format (a directory):
     ``config.json``       ``{"format": "sparselens", "format_version": 2, "config": {...}}``
@@ -8,26 +8,25 @@ sparselens format (a directory):
                           version 1 files, all dense, still load)
     tokenizer files       when a tokenizer is attached (``tokenizer.json`` and friends)
 
-Released format (Gao et al. 2025; METHOD.md section 1): ``beeg_config.json`` + ``final_model.pt``
-with nanoGPT-style keys. It is converted on load into a :class:`HookedSparseTransformer`.
+The released weight-sparse checkpoints (``beeg_config.json`` + ``final_model.pt``) are converted by
+:mod:`sparselens.pretrained.released`, and names are resolved by :mod:`sparselens.pretrained`;
+this module depends on neither (the dependency runs one way: ``pretrained -> model``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from sparselens.config import SparseTransformerConfig
 from sparselens.errors import CheckpointError
+from sparselens.model.fingerprint import model_fingerprint  # noqa: F401  (its old home; import it from sparselens.model.fingerprint)
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -42,32 +41,8 @@ _INDEX_SUFFIX = ".nonzero_index"
 _VALUE_SUFFIX = ".nonzero_value"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-RELEASED_CONFIG_FILE = "beeg_config.json"
-RELEASED_WEIGHTS_FILE = "final_model.pt"
-
-# Released ``afrac_loctypes`` -> our AbsTopK site names.
-_RELEASED_SITES = {
-    "attn_in": "attn_in",
-    "attn_q": "q",
-    "attn_k": "k",
-    "attn_v": "v",
-    "attn_out": "attn_out",
-    "mlp_in": "mlp_in",
-    "mlp_neuron": "neuron",
-    "mlp_out": "mlp_out",
-}
-
-
-# ---------------------------------------------------------------------------- sparselens format
-def model_fingerprint(model: "HookedSparseTransformer") -> str:
-    """A short hash of the architecture and weights, so a circuit knows which model it belongs to."""
-    h = hashlib.sha256(json.dumps(
-        {k: v for k, v in model.cfg.to_dict().items() if k not in ("device", "seed", "tokenizer_name")}, sort_keys=True
-    ).encode())
-    for name, p in sorted(model.state_dict().items()):
-        if p.is_floating_point():
-            h.update(f"{name}:{float(p.double().abs().sum()):.6e}".encode())
-    return h.hexdigest()[:16]
+#: ``tokenizer=`` of the loaders: the checkpoint's own tokenizer (else pass one, or None for none).
+AUTO = "auto"
 
 
 def save_pretrained(model: "HookedSparseTransformer", path: Union[str, Path]) -> Path:
@@ -124,50 +99,46 @@ def expand_state_dict(stored: dict[str, torch.Tensor], shapes: dict[str, list[in
     return state
 
 
-def load_pretrained(path_or_name: Union[str, Path], device: Optional[str] = None) -> "HookedSparseTransformer":
-    """Load from a directory (either format) or a name registered in ``sparselens.pretrained``."""
-    from sparselens import pretrained
-
-    path = Path(path_or_name).expanduser()
-    if not path.exists():
-        if isinstance(path_or_name, str) and path_or_name in pretrained.list_models():
-            path = pretrained.resolve(path_or_name)
-        else:
-            raise CheckpointError(
-                f"no checkpoint at {str(path_or_name)!r}: it is neither a directory nor a registered "
-                f"model name. Registered names: {pretrained.list_models()}"
-                + _name_hint(str(path_or_name), pretrained.list_models())
-            )
-    if path.is_file():
-        path = path.parent
-    if (path / CONFIG_FILE).exists():
-        return _load_sparselens(path, device)
-    if (path / RELEASED_CONFIG_FILE).exists():
-        return load_released(path, device)
-    raise CheckpointError(
-        f"{path} holds no checkpoint: expected {CONFIG_FILE} + {WEIGHTS_FILE} (sparselens) or "
-        f"{RELEASED_CONFIG_FILE} + {RELEASED_WEIGHTS_FILE} (released weight-sparse models); found "
-        f"{sorted(p.name for p in path.iterdir())[:10]}"
-    )
-
-
-def _name_hint(name: str, names: list[str]) -> str:
-    from sparselens.errors import closest_hint
-
-    return closest_hint(name, names)
-
-
-def _read_json(file: Path) -> dict[str, Any]:
+def read_json(file: Path) -> dict[str, Any]:
+    """Parse a JSON file; a corrupt one raises :class:`CheckpointError`."""
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{file} is not valid JSON ({err}); the file is corrupt or truncated") from None
 
 
-def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransformer":
+def as_dtype(dtype: Union[torch.dtype, str, None]) -> Optional[torch.dtype]:
+    """``torch.bfloat16`` from ``torch.bfloat16`` or ``"bfloat16"``; None stays None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.bfloat16 or 'float32', got {dtype!r}")
+    return value
+
+
+def is_sparselens_checkpoint(path: Path) -> bool:
+    """Whether directory ``path`` holds a sparselens checkpoint (its ``config.json``)."""
+    return (Path(path) / CONFIG_FILE).exists()
+
+
+def load_sparselens(
+    path: Union[str, Path], device: Optional[str] = None, *, dtype: Union[torch.dtype, str, None] = None,
+    tokenizer: Any = AUTO,
+) -> "HookedSparseTransformer":
+    """Load a directory written by :func:`save_pretrained`.
+
+    Args:
+        path: the directory.
+        device: where the model goes (default CPU).
+        dtype: convert the weights to this dtype (default: the dtype they were saved in).
+        tokenizer: ``"auto"`` (the tokenizer saved with the model, if any), a tokenizer, a
+            directory holding one, or None (no tokenizer).
+    """
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 
-    header = _read_json(path / CONFIG_FILE)
+    path = Path(path)
+    header = read_json(path / CONFIG_FILE)
     if header.get("format") != "sparselens" or "config" not in header:
         raise CheckpointError(f"{path / CONFIG_FILE} is not a sparselens config (no 'format': 'sparselens')")
     if header.get("format_version") not in READABLE_FORMAT_VERSIONS:
@@ -178,8 +149,10 @@ def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransfor
     weights = path / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{path} has {CONFIG_FILE} but no {WEIGHTS_FILE}; the save was interrupted")
+    dtype = as_dtype(dtype)
+    overrides = {"device": device or "cpu"} if dtype is None else {"device": device or "cpu", "dtype": dtype}
     try:
-        cfg = SparseTransformerConfig.from_dict({**header["config"], "device": device or "cpu"})
+        cfg = SparseTransformerConfig.from_dict({**header["config"], **overrides})
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path / CONFIG_FILE} has an invalid config: {err}") from None
     try:
@@ -191,23 +164,65 @@ def _load_sparselens(path: Path, device: Optional[str]) -> "HookedSparseTransfor
             f"{weights} could not be read ({err}); the file is truncated or corrupt. Re-save or "
             "re-download the checkpoint."
         ) from None
-    tokenizer = _load_tokenizer(path)
-    model = HookedSparseTransformer(cfg, tokenizer=tokenizer)
-    load_state_dict_checked(model, state, source=str(weights))
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model = HookedSparseTransformer(cfg)
+    load_state_dict_checked(model, state, source=str(weights), assign=dtype is not None)
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = load_saved_tokenizer(path if str(tokenizer) == AUTO else Path(tokenizer))
+    if tokenizer is not None:
+        model.set_tokenizer(tokenizer)
     model.pretrained_path = path
-    return model
+    return model.to(device or "cpu")
 
 
-def _load_tokenizer(path: Path) -> Any:
-    if not (path / "tokenizer.json").exists():
+def load_saved_tokenizer(path: Path) -> Any:
+    """The tokenizer saved in directory ``path`` (``tokenizer.json``), or None if there is none."""
+    if not (Path(path) / "tokenizer.json").exists():
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    from sparselens.data.tokenizer_io import set_tokenizer_name, tokenizer_name
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    name = tokenizer_name(tokenizer)  # recognises the shipped tokenizer saved before names were recorded
+    return set_tokenizer_name(tokenizer, name) if name is not None else tokenizer
 
 
-def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model`` strictly, with one error listing every mismatch and non-finite tensor."""
+def all_finite(t: torch.Tensor, chunk: int = 1 << 20) -> bool:
+    """Whether every entry of ``t`` is finite, checked a chunk at a time (no tensor-sized temporary)."""
+    return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
+
+
+def release_parameters(model: torch.nn.Module) -> None:
+    """Replace the model's parameters and persistent buffers by meta tensors of the same shapes,
+    freeing their memory, before loading a state dict into it with ``assign=True``."""
+    model.load_state_dict({k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()},
+                          strict=True, assign=True)
+    release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Hand memory that Python freed back to the OS (glibc keeps freed heap blocks otherwise); a no-op
+    where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def load_state_dict_checked(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, assign: bool = False
+) -> None:
+    """Load ``state`` into ``model`` strictly, with one error listing every mismatch and non-finite tensor.
+
+    With ``assign=True`` the model's parameters become the tensors of ``state`` (no copy: a
+    memory-mapped checkpoint stays mapped, and their dtype is kept) instead of being copied into.
+    The finiteness check then runs after the assignment, so that no tensor of a memory-mapped
+    ``state`` is read before the model's own freshly allocated parameters are released.
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -228,133 +243,12 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
             f"{source} does not match the model's architecture: " + "; ".join(problems)
             + ". Is the config for these weights?"
         )
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    del expected  # holds the model's own parameters; with assign=True they are freed below
+    if assign:
+        model.load_state_dict(state, strict=True, assign=True)
+        release_freed_memory()  # the replaced parameters, before the checks below read the mapped file
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not all_finite(v)]
     if nonfinite:
         raise CheckpointError(f"{source} has NaN or infinite values in {nonfinite[:8]}; the weights are corrupt")
-    model.load_state_dict(state, strict=True)
-
-
-# ---------------------------------------------------------------------------- released format
-def released_config(beeg: dict[str, Any], has_wpe: bool) -> SparseTransformerConfig:
-    """Translate a released ``beeg_config.json`` into a :class:`SparseTransformerConfig`."""
-    unsupported = {
-        "rms_norm": (beeg.get("rms_norm", False) is not True, "LayerNorm models are not weight-sparse models"),
-        "residual_activation_type": (
-            beeg.get("residual_activation_type", "identity") != "identity",
-            "a ReLU on the residual stream is not supported",
-        ),
-        "d_pos_emb": (beeg.get("d_pos_emb") is not None, "concatenated positional embeddings are not supported"),
-    }
-    for field_name, (bad, why) in unsupported.items():
-        if bad:
-            raise CheckpointError(f"released config has {field_name}={beeg.get(field_name)!r}: {why}")
-    n_head, d_model = beeg["n_head"], beeg["d_model"]
-    sites = [s.strip() for s in str(beeg.get("afrac_loctypes", "attn_in,attn_out,mlp_in,mlp_out")).split(",") if s.strip()]
-    for s in sites:
-        if s not in _RELEASED_SITES:
-            raise CheckpointError(f"released config sparsifies {s!r}, which sparselens does not model")
-    return SparseTransformerConfig(
-        n_layers=beeg["n_layer"],
-        d_model=d_model,
-        n_ctx=beeg["block_size"],
-        n_heads=n_head,
-        d_head=beeg.get("d_head") or d_model // n_head,
-        d_mlp=beeg.get("d_mlp") or beeg.get("n_mlp") or 4 * d_model,
-        d_vocab=beeg["vocab_size"],
-        act_fn=beeg.get("activation_type", "gelu"),
-        afrac=beeg.get("afrac"),
-        abstopk_sites=tuple(_RELEASED_SITES[s] for s in sites),
-        attn_sink=bool(beeg.get("sink", False)),
-        bigram_table=bool(beeg.get("enable_bigram_table", False)),
-        positional_embedding_type="learned" if has_wpe else "none",
-        use_bias=bool(beeg.get("bias", True)),
-        eps=float(torch.finfo(torch.float32).eps),  # torch.nn.RMSNorm's default
-        tokenizer_name=beeg.get("tokenizer_name"),
-        device="cpu",
-    )
-
-
-def released_state_dict(sd: dict[str, torch.Tensor], cfg: SparseTransformerConfig) -> dict[str, torch.Tensor]:
-    """Rename and split a released nanoGPT-style state dict into ours."""
-    sd = {k.removeprefix("_orig_mod."): (v.to_dense() if v.is_sparse else v).float() for k, v in sd.items()}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in sd:
-            raise CheckpointError(f"released checkpoint is missing {key!r}")
-        return sd[key]
-
-    out = {"embed.W_E": take("transformer.wte.weight"), "ln_final.w": take("transformer.ln_f.weight")}
-    out["unembed.weight"] = sd.get("lm_head.weight", out["embed.W_E"])  # tied unembedding
-    out["unembed.b_U"] = sd.get("final_logits_bias", torch.zeros(cfg.d_vocab))
-    if cfg.positional_embedding_type == "learned":
-        out["pos_embed.W_pos"] = take("transformer.wpe.weight")
-    if cfg.bigram_table:
-        out["bigram.table"] = take("bigram_table")
-    for l in range(cfg.n_layers):
-        src, dst = f"transformer.h.{l}.", f"blocks.{l}."
-        out[dst + "ln1.w"] = take(src + "ln_1.weight")
-        out[dst + "ln2.w"] = take(src + "ln_2.weight")
-        suffixes = ["weight", "bias"] if cfg.use_bias else ["weight"]
-        for suffix in suffixes:
-            q, k, v = take(src + f"attn.c_attn.{suffix}").split(cfg.d_qkv, dim=0)
-            out[dst + f"attn.q_proj.{suffix}"] = q
-            out[dst + f"attn.k_proj.{suffix}"] = k
-            out[dst + f"attn.v_proj.{suffix}"] = v
-            out[dst + f"attn.o_proj.{suffix}"] = take(src + f"attn.c_proj.{suffix}")
-            out[dst + f"mlp.fc_in.{suffix}"] = take(src + f"mlp.c_fc.{suffix}")
-            out[dst + f"mlp.fc_out.{suffix}"] = take(src + f"mlp.c_proj.{suffix}")
-        if cfg.attn_sink:
-            key = next((k for k in (src + "attn.attn_imp.sink_logit", src + "attn.sink_logit") if k in sd), None)
-            if key is None:
-                raise CheckpointError(f"released config has sink=True but no sink_logit for layer {l}")
-            out[dst + "attn.sink_logit"] = sd[key].reshape(-1).expand(cfg.n_heads).clone()
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def load_released(path: Union[str, Path], device: Optional[str] = None) -> "HookedSparseTransformer":
-    """Load a released ``beeg_config.json`` + ``final_model.pt`` directory."""
-    from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
-
-    path = Path(path)
-    beeg = _read_json(path / RELEASED_CONFIG_FILE)
-    weights = path / RELEASED_WEIGHTS_FILE
-    if not weights.exists():
-        raise CheckpointError(f"{path} has {RELEASED_CONFIG_FILE} but no {RELEASED_WEIGHTS_FILE}")
-    try:
-        sd = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated zip / pickle data
-        raise CheckpointError(
-            f"{weights} could not be read ({type(err).__name__}: {err}); the file is truncated or corrupt. "
-            "Download it again."
-        ) from None
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-        sd = sd["model"]
-    try:
-        cfg = released_config(beeg, has_wpe="transformer.wpe.weight" in sd)
-    except KeyError as err:
-        raise CheckpointError(f"{path / RELEASED_CONFIG_FILE} lacks the field {err}") from None
-    model = HookedSparseTransformer(cfg)
-    load_state_dict_checked(model, released_state_dict(sd, cfg), source=str(weights))
-    model.pretrained_path = path
-    return model.to(device or "cpu")
-
-
-def download(url: str, dest: Path) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar, atomically (a partial file never stays)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"could not download {url} ({err}). Check the network, or download the files by hand "
-            f"into {dest.parent} and load that directory."
-        ) from None
-    tmp.replace(dest)
-    return dest
+    if not assign:
+        model.load_state_dict(state, strict=True)

@@ -15,6 +15,11 @@ from transformer_lens.hook_points import HookPoint
 class CheckedHookPoint(HookPoint):
     """HookPoint that rejects forward hooks returning a tensor of a different shape."""
 
+    @property
+    def has_forward_hooks(self) -> bool:
+        """Whether any forward hook is attached (a caller that must honour edits then takes the slow path)."""
+        return bool(self._forward_hooks)
+
     def add_hook(self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", *args: Any, **kwargs: Any):
         if dir == "fwd":
             hook = _shape_checked(hook)

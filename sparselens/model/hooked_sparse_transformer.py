@@ -104,6 +104,7 @@ class HookedSparseTransformer(HookedRootModule):
         return_type: ReturnType = "logits",
         stop_at_layer: Optional[int] = None,
         loss_per_token: bool = False,
+        check_tokens: bool = True,
     ) -> Any:
         """Run the model.
 
@@ -114,10 +115,13 @@ class HookedSparseTransformer(HookedRootModule):
             stop_at_layer: if set, run only blocks ``[:stop_at_layer]`` and return the residual
                 stream [batch pos d_model] entering block ``stop_at_layer``.
             loss_per_token: return the loss per token [batch pos-1] instead of its mean.
+            check_tokens: check that every id is below ``d_vocab`` (a clear error on CPU input; a
+                device-side assert, with no host sync, on an accelerator). The trainer checks its
+                data once up front and passes False.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
-        tokens = self._as_tokens(input)
+        tokens = self._as_tokens(input, check_tokens)
         resid = self.hook_embed(self.embed(tokens))
         if self.cfg.positional_embedding_type == "learned":
             resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
@@ -140,12 +144,17 @@ class HookedSparseTransformer(HookedRootModule):
     def loss_fn(
         logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"], per_token: bool = False
     ) -> Tensor:
-        """Next-token cross-entropy: mean over tokens, or [batch pos-1] with ``per_token``."""
-        log_probs = logits[:, :-1].float().log_softmax(dim=-1)
-        nll = -log_probs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        return nll if per_token else nll.mean()
+        """Next-token cross-entropy: mean over tokens, or [batch pos-1] with ``per_token``.
 
-    def _as_tokens(self, input: TextOrTokens) -> Int[Tensor, "batch pos"]:
+        The last position predicts nothing (its target is ``ignore_index``), so the logits are used
+        whole, never copied out of a slice.
+        """
+        targets = F.pad(tokens[:, 1:], (0, 1), value=-100)
+        nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(tokens.shape)
+        nll = nll[:, :-1]
+        return nll.contiguous() if per_token else nll.mean()
+
+    def _as_tokens(self, input: TextOrTokens, check_tokens: bool = True) -> Int[Tensor, "batch pos"]:
         if isinstance(input, (str, list)):
             input = self.to_tokens(input)
         if not isinstance(input, torch.Tensor):
@@ -161,11 +170,16 @@ class HookedSparseTransformer(HookedRootModule):
                 f"sequence length {input.shape[1]} exceeds the model's context n_ctx={self.cfg.n_ctx}; "
                 "truncate or split the input"
             )
-        if input.numel() and (int(input.min()) < 0 or int(input.max()) >= self.cfg.d_vocab):
-            raise ValueError(
-                f"token ids must be in [0, {self.cfg.d_vocab}); got min {int(input.min())}, "
-                f"max {int(input.max())}. Was the input tokenized with this model's tokenizer?"
-            )
+        if check_tokens and input.numel():
+            if input.device.type == "cpu":  # reading the range back is free here
+                low, high = (int(v) for v in torch.aminmax(input))
+                if low < 0 or high >= self.cfg.d_vocab:
+                    raise ValueError(
+                        f"token ids must be in [0, {self.cfg.d_vocab}); got min {low}, max {high}. "
+                        "Was the input tokenized with this model's tokenizer?"
+                    )
+            else:  # no host sync on an accelerator: the device checks (and fails loudly on a bad id)
+                torch._assert_async(((input >= 0) & (input < self.cfg.d_vocab)).all())
         return input.to(self.embed.W_E.device)
 
     # ------------------------------------------------------------------ hooks and caching
@@ -220,6 +234,10 @@ class HookedSparseTransformer(HookedRootModule):
             raise ValueError(
                 f"tokenizer has {len(tokenizer)} tokens but the model's d_vocab is {self.cfg.d_vocab}"
             )
+        from sparselens.data.tokenizer_io import check_tokenizer_name
+
+        # refuses a tokenizer named differently from cfg.tokenizer_name; records the name if unset
+        self.cfg.tokenizer_name = check_tokenizer_name(tokenizer, self.cfg.tokenizer_name)
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
@@ -345,15 +363,17 @@ class HookedSparseTransformer(HookedRootModule):
 
     @classmethod
     def from_pretrained(
-        cls, path_or_name: Union[str, Path], device: Optional[str] = None
+        cls, path_or_name: Union[str, Path], device: Optional[str] = None, *, dtype: Any = None, tokenizer: Any = "auto"
     ) -> "HookedSparseTransformer":
         """Load a saved model directory, a released ``beeg_config.json`` checkpoint, or a registered name.
 
-        Names are listed by ``sparselens.pretrained.list_models()``.
+        Names are listed by ``sparselens.pretrained.list_models()``. The model comes with its own
+        tokenizer (``tokenizer="auto"``; a released model gets the released one); ``dtype``
+        converts the weights tensor by tensor. See ``sparselens.pretrained.load_pretrained``.
         """
-        from sparselens.model.checkpoint import load_pretrained
+        from sparselens.pretrained import load_pretrained  # sparselens.pretrained imports this module
 
-        return load_pretrained(path_or_name, device=device)
+        return load_pretrained(path_or_name, device=device, dtype=dtype, tokenizer=tokenizer)
 
     # ------------------------------------------------------------------ summaries
     def summary(self) -> str:

@@ -13,9 +13,9 @@ from sparselens.model.hook_point import CheckedHookPoint
 class RMSNorm(nn.Module):
     """``x / sqrt(mean(x**2) + eps) * w``.
 
-    Hooks: ``hook_scale`` [batch pos 1] is the denominator (as in TransformerLens); a hook that
-    replaces it (frozen norms) makes the norm divide by the patched scale. ``hook_normalized``
-    [batch pos d_model] is the norm's output.
+    Hooks: ``hook_scale`` [batch pos 1] is the denominator (as in TransformerLens); whatever a hook
+    leaves there (a returned tensor, or the scale edited in place: frozen norms) is what the norm
+    divides by. ``hook_normalized`` [batch pos d_model] is the norm's output.
     """
 
     def __init__(self, d_model: int, eps: float):
@@ -27,7 +27,6 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         out, scale = kernels.rms_norm(x, self.w, self.eps)
-        patched = self.hook_scale(scale)
-        if patched is not scale:  # a hook replaced the scale: divide by the patched one
-            out = kernels.rms_norm_frozen(x, self.w, patched)
+        if self.hook_scale.has_forward_hooks:  # a hook may replace the scale or edit it in place
+            out = kernels.rms_norm_frozen(x, self.w, self.hook_scale(scale))
         return self.hook_normalized(out)

@@ -363,7 +363,30 @@ def indent_for(tokenizer: Any = None) -> Task:
         return PromptPair(f"{head}{loop}", f"{head}{opener}\n{deep}{loop}", "\n" + deep, "\n" + deep + "    ", body, body)
 
     targets = ["\n" + " " * n for n in (8, 12, 16)]
+    if tokenizer is not None:
+        _require_single_token_indents(tokenizer, targets)
     return Task("indent_for", gen, targets, tokenizer, description="indent the body of a for loop one level deeper")
+
+
+def _require_single_token_indents(tokenizer: Any, targets: Sequence[str]) -> None:
+    """``indent_for``'s targets are a newline plus indentation as ONE token; refuse, saying why, a
+    tokenizer that splits them (the released ``tinypython_2k`` one never merges a newline with the
+    indentation after it, so after ``for ...:`` A and B would both continue with the same newline)."""
+    from sparselens.data.tokenizer_io import tokenizer_name
+
+    for target in targets:
+        ids = tokenizer.encode(target, add_special_tokens=False)
+        if len(ids) != 1:
+            name = tokenizer_name(tokenizer) or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+            raise ValueError(
+                f"task 'indent_for' cannot be built for the tokenizer {name!r}: it splits the target {target!r} "
+                f"(a newline plus the loop body's indentation) into {len(ids)} tokens "
+                f"{tokenizer.convert_ids_to_tokens(ids)}, and the task needs each target to be a single token. "
+                "A tokenizer whose pre-tokenizer never merges a newline with the indentation after it (the "
+                "released tinypython_2k one) has no such tokens: after `for ...:` both prompts would continue "
+                "with the same newline, and the task would test nothing. Use a tokenizer with newline+indentation "
+                "tokens, such as the shipped sparselens_python_2k."
+            )
 
 
 def lambda_func(tokenizer: Any = None) -> Task:
