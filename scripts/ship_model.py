@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from sparselens import HookedSparseTransformer
-from sparselens.interventions.means import pretraining_means
+from sparselens.interventions.means import MEANS_FILE, pretraining_means
 from sparselens.pretrained import SHIPPED_DIR
 
 
@@ -69,8 +69,8 @@ def main() -> None:
         shutil.copy(args.run / file, dest / file)
     metrics = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
     shipped = HookedSparseTransformer.from_pretrained(dest)
-    with torch.no_grad():
-        pretraining_means(shipped)  # written next to the model as node_means.safetensors
+    with torch.no_grad():  # the means over the model's own corpus, shipped next to it
+        pretraining_means(shipped, save_to=dest / MEANS_FILE)
     (dest / "README.md").write_text(card(args.name, shipped, args.config, metrics, args.description))
     size = sum(f.stat().st_size for f in dest.iterdir())
     print(f"shipped {args.name} in {dest} ({size / 2**20:.1f} MiB)")

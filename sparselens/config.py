@@ -15,12 +15,14 @@ import torch
 from transformer_lens.config import TransformerLensConfig
 
 from sparselens.errors import closest_hint
+from sparselens.wiring import NodeKind
 
-#: Sites where AbsTopK activation sparsity can apply, in forward order within a block.
-#: ``attn_in``/``mlp_in`` are the normed residual reads, ``q``/``k``/``v`` the attention channels
-#: (top-k taken jointly over all heads), ``attn_out``/``mlp_out`` the residual writes and
-#: ``neuron`` the MLP hidden layer after the activation function.
-ABSTOPK_SITES: tuple[str, ...] = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out")
+#: Sites where AbsTopK activation sparsity can apply: every node site (:class:`NodeKind`), in
+#: forward order within a block. ``attn_in``/``mlp_in`` are the normed residual reads,
+#: ``q``/``k``/``v`` the attention channels (top-k taken jointly over all heads),
+#: ``attn_out``/``mlp_out`` the residual writes and ``neuron`` the MLP hidden layer after the
+#: activation function.
+ABSTOPK_SITES: tuple[str, ...] = tuple(kind.value for kind in NodeKind)
 
 ACT_FNS = ("gelu", "relu")
 POSITIONAL_EMBEDDING_TYPES = ("none", "learned")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import Enum
 from typing import Iterable, Iterator, Mapping, Optional, Union
 
 import torch
@@ -23,46 +22,7 @@ from torch import Tensor
 
 from sparselens.config import SparseTransformerConfig
 from sparselens.errors import UnknownNameError
-
-
-class NodeKind(str, Enum):
-    """What a site's channels are. The value is the kind's short name used in node names."""
-
-    ATTN_IN = "attn_in"
-    Q = "q"
-    K = "k"
-    V = "v"
-    ATTN_OUT = "attn_out"
-    MLP_IN = "mlp_in"
-    NEURON = "neuron"
-    MLP_OUT = "mlp_out"
-
-    @property
-    def role(self) -> str:
-        """``"residual read"``, ``"residual write"``, ``"neuron"`` or ``"Q"``/``"K"``/``"V"``."""
-        return {
-            "attn_in": "residual read",
-            "mlp_in": "residual read",
-            "attn_out": "residual write",
-            "mlp_out": "residual write",
-            "neuron": "neuron",
-        }.get(self.value, self.value.upper())
-
-    @property
-    def is_head_channel(self) -> bool:
-        return self in (NodeKind.Q, NodeKind.K, NodeKind.V)
-
-
-_HOOK_TEMPLATES = {
-    NodeKind.ATTN_IN: "blocks.{l}.hook_attn_in",
-    NodeKind.Q: "blocks.{l}.attn.hook_q",
-    NodeKind.K: "blocks.{l}.attn.hook_k",
-    NodeKind.V: "blocks.{l}.attn.hook_v",
-    NodeKind.ATTN_OUT: "blocks.{l}.hook_attn_out",
-    NodeKind.MLP_IN: "blocks.{l}.hook_mlp_in",
-    NodeKind.NEURON: "blocks.{l}.mlp.hook_post",
-    NodeKind.MLP_OUT: "blocks.{l}.hook_mlp_out",
-}
+from sparselens.wiring import NodeKind
 
 
 @dataclass(frozen=True)
@@ -151,12 +111,14 @@ class NodeRegistry:
             NodeKind.MLP_OUT: (cfg.d_model,),
         }
         self.sites: tuple[NodeSite, ...] = tuple(
-            NodeSite(layer, kind, _HOOK_TEMPLATES[kind].format(l=layer), shapes[kind])
+            NodeSite(layer, kind, kind.hook_template.format(l=layer), shapes[kind])
             for layer in range(cfg.n_layers)
             for kind in NodeKind
         )
         self._by_name = {s.name: s for s in self.sites}
         self._by_hook = {s.hook_name: s for s in self.sites}
+        self._by_position = {(s.layer, s.kind): s for s in self.sites}
+        self.n_layers = cfg.n_layers
 
     def __iter__(self) -> Iterator[NodeSite]:
         return iter(self.sites)
@@ -175,6 +137,13 @@ class NodeRegistry:
         site = self._by_name.get(name) or self._by_hook.get(name)
         if site is None:
             raise UnknownNameError("node site", name, list(self._by_name) + list(self._by_hook))
+        return site
+
+    def at(self, layer: int, kind: Union[NodeKind, str]) -> NodeSite:
+        """The site of ``kind`` in block ``layer``, e.g. ``registry.at(0, NodeKind.Q)``."""
+        site = self._by_position.get((layer, NodeKind(kind)))
+        if site is None:
+            raise IndexError(f"no node site {NodeKind(kind).value} in layer {layer}: the model has {self.n_layers} layers")
         return site
 
     def node(self, name: Union[str, Node]) -> Node:

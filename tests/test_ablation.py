@@ -90,7 +90,7 @@ def test_hostile_inputs(tiny_model, tokens):
         ablation_hooks(tiny_model, full, "resample")
     _, short_cache = tiny_model.run_with_cache(tokens[:1])
     hooks = ablation_hooks(tiny_model, full, "resample", resample_cache=short_cache)
-    with pytest.raises(ValueError, match="resample ablation at blocks.0.hook_attn_in.*same batch size"):
+    with pytest.raises(ValueError, match="resample ablation at blocks.0.hook_attn_in.*from the same batch"):
         tiny_model.run_with_hooks(tokens, fwd_hooks=hooks)
     bad_means = {site.hook_name: torch.full(site.channel_shape, float("nan")) for site in tiny_model.node_sites}
     with pytest.raises(ValueError, match="NaN"):

@@ -128,3 +128,19 @@ def test_strip_python_drops_docstrings_and_comments_only():
     )
     ast.parse(out)
     assert strip_python("def broken(:\n") == "def broken(:\n"
+
+
+def test_a_pygen_corpus_rebuilds_identically_on_a_fresh_machine_and_is_read_from_its_cache(tmp_path, monkeypatch):
+    """A run resumed elsewhere (no cache) trains on exactly the same tokens; a cached corpus is not regenerated."""
+    import torch
+
+    import sparselens.data.pygen as pygen
+    from sparselens.data import load_corpus
+
+    first = load_corpus("pygen", n_ctx=32, n_programs=40, cache_dir=tmp_path / "a", progress=False)
+    elsewhere = load_corpus("pygen", n_ctx=32, n_programs=40, cache_dir=tmp_path / "b", progress=False)
+    assert torch.equal(first, elsewhere)
+    monkeypatch.setattr(pygen, "generate_documents", lambda *a, **k: pytest.fail("regenerated a cached corpus"))
+    assert torch.equal(load_corpus("pygen", n_ctx=32, n_programs=40, cache_dir=tmp_path / "a", progress=False), first)
+    val = load_corpus("pygen", n_ctx=32, split="val", n_programs=40, cache_dir=tmp_path / "a", progress=False)
+    assert val.shape[0] > 0 and not any(torch.equal(v, t) for v in val[:5] for t in first[:200])

@@ -186,7 +186,7 @@ def test_one_step_matches_the_method_written_out(tmp_path):
 
 
 def test_step_path_never_reads_values_back_to_the_host(tmp_path, monkeypatch):
-    """On CPU a read-back costs nothing, so catch it by name: no item/tolist/bool/float in a step."""
+    """On CPU a read-back costs nothing, so catch it by name: no item/tolist/bool/float/int/index in a step."""
     trainer = Trainer(tiny_train_config(tmp_path))
     tokens = trainer._batch(0)
     trainer.train_step(tokens)  # creates the optimizer state
@@ -194,7 +194,7 @@ def test_step_path_never_reads_values_back_to_the_host(tmp_path, monkeypatch):
     def forbidden(self, *args, **kwargs):
         raise AssertionError("host sync in the step path")
 
-    for method in ("item", "tolist", "__bool__", "__float__"):
+    for method in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
         monkeypatch.setattr(torch.Tensor, method, forbidden)
     loss = trainer.train_step(tokens)
     monkeypatch.undo()

@@ -244,8 +244,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def default_cache_dir() -> Path:
     """``$SPARSELENS_CACHE/corpus``, else ``~/.cache/sparselens/corpus``."""
-    base = os.environ.get("SPARSELENS_CACHE") or Path.home() / ".cache" / "sparselens"
-    return Path(base) / "corpus"
+    from sparselens.cache import cache_dir
+
+    return cache_dir() / "corpus"
 
 
 def tokenize_documents(

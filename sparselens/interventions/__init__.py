@@ -1,6 +1,7 @@
-"""Hook factories: ablations, masks, norm freezing. Each returns ``fwd_hooks`` for ``run_with_hooks``."""
+"""Hook factories: ablations, masks, norm freezing, and the reference run they compare against."""
 
 from sparselens.interventions.ablation import Ablation, ablation_hooks, freeze_norm_hooks
 from sparselens.interventions.means import compute_means, pretraining_means
+from sparselens.interventions.reference import ReferenceRun
 
-__all__ = ["Ablation", "ablation_hooks", "compute_means", "pretraining_means", "freeze_norm_hooks"]
+__all__ = ["Ablation", "ReferenceRun", "ablation_hooks", "compute_means", "pretraining_means", "freeze_norm_hooks"]

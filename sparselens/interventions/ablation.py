@@ -32,7 +32,16 @@ FwdHooks = list[tuple[str, Callable]]
 
 
 class Ablation(str, Enum):
-    """What replaces a dropped node."""
+    """What replaces a dropped node, and what that replacement needs (the extension point).
+
+    ``replacement(site, means, resample_cache)`` is the value ``r`` a dropped node of ``site`` takes:
+    zero (None), the node's mean over the pretraining distribution, or the activation of another
+    prompt (resample: :meth:`sparselens.interventions.ReferenceRun.resampled` aligns one with the
+    other answer at the read position). ``needs`` says which input that takes, so callers (pruning,
+    the CLIs, the faithfulness suite) ask for exactly it. Interpolating between the node's own
+    value and ``r`` (stochastic or adversarial ablation) is orthogonal: ``ablation_hooks``'s
+    ``interpolation``.
+    """
 
     ZERO = "zero"
     MEAN = "mean"
@@ -43,8 +52,28 @@ class Ablation(str, Enum):
         try:
             return cls(value)
         except ValueError:
-            names = [a.value for a in cls]
+            names = cls.choices()
             raise ValueError(f"unknown ablation {value!r}; use one of {names}" + closest_hint(str(value), names)) from None
+
+    @classmethod
+    def choices(cls) -> list[str]:
+        """Every ablation's name (for command-line choices)."""
+        return [a.value for a in cls]
+
+    @property
+    def needs(self) -> Optional[str]:
+        """``"means"`` (pretraining means), ``"resample"`` (another prompt's activations) or None."""
+        return {Ablation.MEAN: "means", Ablation.RESAMPLE: "resample"}.get(self)
+
+    def replacement(
+        self, site: NodeSite, means: Optional[Mapping[str, Tensor]], resample_cache: Optional[Mapping[str, Tensor]]
+    ) -> Optional[Tensor]:
+        """``r`` for the dropped nodes of ``site``: None (zero), ``[*channel]`` (mean) or shaped like the activation."""
+        if self is Ablation.MEAN:
+            return _site_mean(means, site)
+        if self is Ablation.RESAMPLE:
+            return _lookup(resample_cache, site, "resample_cache")
+        return None
 
 
 def _mask_hook(
@@ -52,14 +81,24 @@ def _mask_hook(
     hook: HookPoint,
     keep: Tensor,
     replacement: Optional[Tensor],
+    interpolation: Optional[Tensor],
 ) -> Float[Tensor, "batch pos ..."]:
     if replacement is not None and replacement.dim() == activation.dim() and replacement.shape != activation.shape:
         raise ValueError(
             f"resample ablation at {hook.name}: the resample activations have shape "
-            f"{tuple(replacement.shape)} but this run's are {tuple(activation.shape)}; cache the "
-            "resample batch with the same batch size and sequence length"
+            f"{tuple(replacement.shape)} but this run's are {tuple(activation.shape)}; build them from the "
+            "same batch (ReferenceRun.of(model, batch).resampled())"
         )
-    return kernels.masked_ablate(activation, keep, replacement)
+    if interpolation is None:
+        return kernels.masked_ablate(activation, keep, replacement)
+    # a dropped node keeps the share r of its own value: keep + (1 - keep) * r, per node or per sample
+    r = interpolation.to(activation.dtype)
+    if r.dim() > keep.dim():  # [batch, *channel]: one draw per prompt, the same at every position
+        r = r.reshape(r.shape[0], *([1] * (activation.dim() - keep.dim() - 1)), *keep.shape)
+    keep = keep.to(activation.dtype)
+    effective = keep + (1 - keep) * r
+    rep = torch.zeros((), dtype=activation.dtype, device=activation.device) if replacement is None else replacement
+    return effective * activation + (1 - effective) * rep
 
 
 def ablation_hooks(
@@ -68,20 +107,26 @@ def ablation_hooks(
     ablation: Union[str, Ablation],
     means: Optional[Mapping[str, Tensor]] = None,
     resample_cache: Optional[Mapping[str, Tensor]] = None,
+    interpolation: Optional[Mapping[str, Tensor]] = None,
 ) -> FwdHooks:
     """``fwd_hooks`` that run ``model`` with the nodes ``mask`` drops ablated.
 
-    Every node site gets a hook (kept nodes pass through exactly: ``1 * x + 0 * r == x``).
+    Every node site gets a hook; a node with keep value ``m`` becomes ``m * x + (1 - m) * r`` with
+    ``r`` from :meth:`Ablation.replacement` (kept nodes pass through exactly: ``1 * x + 0 * r == x``).
 
     Args:
         model: the model the mask was built for.
         mask: keep/drop per node: a :class:`NodeMask`, or per-site mask values [n_nodes] keyed by
             site name (floats in [0, 1], possibly with gradient, as mask learning uses).
-        ablation: ``"zero"``, ``"mean"`` or ``"resample"``.
+        ablation: an :class:`Ablation` or its name (``Ablation.choices()``).
         means: for mean ablation, per-site means keyed by hook name (or site name), each
-            [*channel_shape] or [n_nodes]; see :func:`sparselens.interventions.compute_means`.
-        resample_cache: for resample ablation, activations of another batch of the same shape,
-            keyed by hook name (an ``ActivationCache`` from ``model.run_with_cache`` works).
+            [*channel_shape] or [n_nodes]; see :func:`sparselens.interventions.pretraining_means`.
+        resample_cache: for resample ablation, activations to take the replacement from, shaped like
+            this run's and keyed by hook name (``ReferenceRun.resampled()``, or any cache of another
+            batch of the same shape).
+        interpolation: optional ``r`` per site name, ``[n_nodes]`` (one value per node) or
+            ``[batch, n_nodes]`` (one per prompt): a dropped node becomes ``r * x + (1 - r) * A(x)``
+            (stochastic and adversarial ablation); ``r = 0`` is the plain ablation.
 
     Returns:
         A list of ``(hook_name, hook_fn)`` for ``run_with_hooks``.
@@ -89,24 +134,30 @@ def ablation_hooks(
     ablation = Ablation.parse(ablation)
     if isinstance(mask, NodeMask) and mask.registry.sites != model.node_registry.sites:
         raise ValueError("the NodeMask was built for a different model (its node sites differ)")
-    if ablation is Ablation.MEAN and means is None:
-        raise ValueError("mean ablation needs means=...; compute them with sparselens.interventions.compute_means")
-    if ablation is Ablation.RESAMPLE and resample_cache is None:
-        raise ValueError("resample ablation needs resample_cache=... (e.g. the cache of model.run_with_cache on another batch)")
+    if ablation.needs == "means" and means is None:
+        raise ValueError("mean ablation needs means=...; get them with sparselens.interventions.pretraining_means(model)")
+    if ablation.needs == "resample" and resample_cache is None:
+        raise ValueError("resample ablation needs resample_cache=...: ReferenceRun.of(model, batch).resampled()")
     device = model.W_E.device
     hooks: FwdHooks = []
     for site in model.node_sites:
         keep = _lookup(mask, site, "mask").to(device).reshape(site.channel_shape)
-        replacement = None
-        if ablation is Ablation.MEAN:
-            replacement = _site_mean(means, site).to(device)
-        elif ablation is Ablation.RESAMPLE:
-            replacement = _lookup(resample_cache, site, "resample_cache")
-        hooks.append((site.hook_name, partial(_mask_hook, keep=keep, replacement=replacement)))
+        replacement = ablation.replacement(site, means, resample_cache)
+        r = None
+        if interpolation is not None:
+            r = _lookup(interpolation, site, "interpolation").to(device)
+            if r.shape[-1:] != (site.n_nodes,) or r.dim() > 2:
+                raise ValueError(f"interpolation for {site.name} must be [n_nodes] or [batch, n_nodes] with "
+                                 f"n_nodes={site.n_nodes}, got {tuple(r.shape)}")
+            r = r.reshape(*r.shape[:-1], *site.channel_shape)
+        hooks.append((site.hook_name, partial(_mask_hook, keep=keep, replacement=None if replacement is None
+                                              else replacement.to(device), interpolation=r)))
     return hooks
 
 
-def _lookup(table: Mapping[str, Tensor], site: NodeSite, what: str) -> Tensor:
+def _lookup(table: Optional[Mapping[str, Tensor]], site: NodeSite, what: str) -> Tensor:
+    if table is None:
+        raise ValueError(f"{what} is needed for node site {site.name}")
     for key in (site.hook_name, site.name):
         try:
             return table[key]
@@ -115,7 +166,9 @@ def _lookup(table: Mapping[str, Tensor], site: NodeSite, what: str) -> Tensor:
     raise KeyError(f"{what} has no entry for node site {site.name} (hook {site.hook_name!r})")
 
 
-def _site_mean(means: Mapping[str, Tensor], site: NodeSite) -> Tensor:
+def _site_mean(means: Optional[Mapping[str, Tensor]], site: NodeSite) -> Tensor:
+    if means is None:
+        raise ValueError("mean ablation needs means=...; get them with sparselens.interventions.pretraining_means(model)")
     mean = torch.as_tensor(_lookup(means, site, "means"))
     if mean.numel() != site.n_nodes:
         raise ValueError(f"means for {site.name} have {mean.numel()} entries, expected {site.n_nodes} {site.channel_shape}")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from sparselens.cache import cache_dir
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -46,50 +50,99 @@ def compute_means(
 
 
 MEANS_FILE = "node_means.safetensors"
+#: the training config a model folder carries (written by the trainer and scripts/ship_model.py)
+TRAIN_CONFIG_FILE = "train_config.yaml"
+#: ``data.options`` that decide which documents a corpus holds (the rest only decide caching and display)
+_CORPUS_OPTIONS = ("extensions", "strip_docstrings", "n_programs", "pygen_seed", "val_fraction", "text_column")
+
+
+def pretraining_corpus(model: "HookedSparseTransformer") -> tuple[Any, dict[str, Any]]:
+    """``(source, options)`` of the corpus ``model`` was trained on, from its folder's ``train_config.yaml``.
+
+    Raises:
+        ValueError: the model does not say (a model built in memory, a released checkpoint): the
+            caller must name the corpus rather than have one picked for them.
+    """
+    import yaml
+
+    path = Path(model.pretrained_path) / TRAIN_CONFIG_FILE if model.pretrained_path is not None else None
+    if path is None or not path.is_file():
+        where = f"{path} does not exist" if path is not None else "the model was not loaded from a folder"
+        raise ValueError(
+            f"the model's pretraining corpus is unknown ({where}); pass source=... (a corpus name for "
+            "sparselens.data.load_corpus, e.g. 'pygen' or 'stdlib') or compute means yourself with compute_means"
+        )
+    data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
+    source = data.get("source")
+    if source in (None, "synthetic") or str(source).endswith(".pt"):
+        raise ValueError(f"{path}: the model was trained on data.source={source!r}, which is not a corpus; pass source=...")
+    options = {k: v for k, v in (data.get("options") or {}).items() if k in _CORPUS_OPTIONS}
+    return source, options
 
 
 def pretraining_means(
     model: "HookedSparseTransformer",
     n_batches: int = 32,
     batch_size: int = 16,
-    source: Optional[str] = None,
+    source: Any = None,
     seed: int = 0,
     progress: bool = True,
+    corpus_options: Optional[dict[str, Any]] = None,
+    save_to: Optional[Path] = None,
 ) -> dict[str, Tensor]:
-    """Node means over the pretraining corpus, computed once and reused.
+    """Node means over the model's pretraining corpus, computed once and reused.
 
-    Looks for ``node_means.safetensors`` next to the model (``model.pretrained_path``), then in
-    ``$SPARSELENS_CACHE/means/``, keyed by the model's fingerprint and the settings; otherwise
-    streams ``n_batches`` batches of the corpus (``source``: see ``sparselens.data.load_corpus``;
-    default the standard library) through :func:`compute_means` and saves the result next to the
-    model if that directory is writable, else in the cache.
+    Looks for ``node_means.safetensors`` next to the model (``model.pretrained_path``, shipped with
+    the package's models), then in ``$SPARSELENS_CACHE/means/``, keyed by the model's fingerprint and
+    the settings; otherwise streams ``n_batches`` batches of the corpus through
+    :func:`compute_means` and saves the result in the cache (never into the model's folder: use
+    :func:`save_means` for that).
+
+    Args:
+        source, corpus_options: the corpus (see ``sparselens.data.load_corpus``); default the one
+            the model was trained on (:func:`pretraining_corpus`).
+        save_to: also write the means (with their key) to this file, e.g. a model folder's
+            ``node_means.safetensors`` when shipping it.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     from sparselens.data import iter_batches, load_corpus
-    from sparselens.model.checkpoint import model_fingerprint
-    from sparselens.pretrained import cache_dir
+    from sparselens.model.fingerprint import model_fingerprint
 
+    if source is None:
+        source, corpus_options = pretraining_corpus(model)
+    corpus_options = dict(corpus_options or {})
     key = {"fingerprint": model_fingerprint(model), "n_batches": str(n_batches), "batch_size": str(batch_size),
-           "source": str(source), "seed": str(seed), "n_ctx": str(model.cfg.n_ctx)}
+           "source": repr(source), "options": repr(sorted(corpus_options.items())), "seed": str(seed),
+           "n_ctx": str(model.cfg.n_ctx)}
+    cached = cache_dir() / "means" / f"{key['fingerprint']}-{hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:12]}.safetensors"
     candidates = [Path(model.pretrained_path) / MEANS_FILE] if model.pretrained_path is not None else []
-    candidates.append(cache_dir() / "means" / f"{key['fingerprint']}-{n_batches}x{batch_size}.safetensors")
-    for path in candidates:
+    for path in candidates + [cached]:
         if path.exists():
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 if f.metadata() == key:
-                    return load_file(str(path))
-    corpus = load_corpus(source, n_ctx=model.cfg.n_ctx, split="train", tokenizer=model.tokenizer, progress=progress)
+                    means = load_file(str(path))
+                    if save_to is not None and Path(save_to) != path:
+                        save_means(means, Path(save_to), key)
+                    return means
+    corpus = load_corpus(source, n_ctx=model.cfg.n_ctx, split="train", tokenizer=model.tokenizer, progress=progress,
+                         **corpus_options)
     device = model.W_E.device
     batches = (b.to(device) for b in iter_batches(corpus, batch_size=batch_size, seed=seed))
     means = compute_means(model, batches, n_batches=n_batches, progress=progress)
-    for path in candidates:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous().cpu() for k, v in means.items()}, str(path), metadata=key)
-            break
-        except OSError:
-            continue
+    save_means(means, cached, key)
+    if save_to is not None:
+        save_means(means, Path(save_to), key)
     return means
+
+
+def save_means(means: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    """Write ``means`` (atomically) as safetensors with the key :func:`pretraining_means` checks."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file({k: v.contiguous().cpu() for k, v in means.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path

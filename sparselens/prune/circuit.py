@@ -2,7 +2,8 @@
 
 A circuit is applied to its model as hook functions on the one forward pass: every node outside
 the circuit is ablated (zero, mean or resample) at its node hook point, and with ``freeze_norms``
-every RMSNorm scale is patched from the unpruned model's run on the same tokens.
+every RMSNorm scale is patched from the unpruned model's run on the same tokens (the
+:class:`~sparselens.interventions.ReferenceRun`). What an edge is: :mod:`sparselens.prune.edges`.
 """
 
 from __future__ import annotations
@@ -13,152 +14,58 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
 
 from sparselens.interventions.ablation import Ablation, FwdHooks, ablation_hooks, freeze_norm_hooks
-from sparselens.model.checkpoint import model_fingerprint
+from sparselens.interventions.reference import ReferenceRun
+from sparselens.model.fingerprint import model_fingerprint
 from sparselens.nodes import NodeMask
+from sparselens.prune.edges import Edge, EdgeUse, circuit_edges, residual_links
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
+    from sparselens.tasks.base import Task, TaskBatch
 
 SCHEMA = "sparselens.circuit"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def circuit_hooks(
     model: "HookedSparseTransformer",
     mask: Union[NodeMask, dict[str, Tensor]],
     ablation: Union[str, Ablation],
-    tokens: Optional[Int[Tensor, "batch pos"]] = None,
+    reference: Optional[ReferenceRun] = None,
     means: Optional[dict[str, Tensor]] = None,
     freeze_norms: bool = False,
+    interpolation: Optional[dict[str, Tensor]] = None,
 ) -> FwdHooks:
-    """``fwd_hooks`` that run ``model`` as the circuit ``mask`` on ``tokens``.
+    """``fwd_hooks`` that run ``model`` as the circuit ``mask`` on the batch of ``reference``.
 
-    ``tokens`` is needed for resample ablation (each prompt takes the activations of the next
-    prompt in the batch, cyclically) and for frozen norms (the unpruned model's scales on the
-    same tokens).
+    ``reference`` (:class:`~sparselens.interventions.ReferenceRun` of the same batch, built once and
+    reused for every circuit evaluated on it) is needed for resample ablation (its resample source)
+    and for frozen norms (its RMSNorm scales); ``means`` for mean ablation; ``interpolation`` as in
+    :func:`~sparselens.interventions.ablation_hooks`.
     """
     ablation = Ablation.parse(ablation)
-    need_tokens = ablation is Ablation.RESAMPLE or freeze_norms
-    if need_tokens and tokens is None:
-        raise ValueError("resample ablation and frozen norms need the tokens the circuit will run on")
-    resample_cache = None
-    if ablation is Ablation.RESAMPLE:
-        with torch.no_grad():
-            _, resample_cache = model.run_with_cache(
-                tokens.roll(1, dims=0), names_filter=lambda n: n in {s.hook_name for s in model.node_sites},
-                return_type=None,
-            )
-    hooks = ablation_hooks(model, mask, ablation, means=means, resample_cache=resample_cache)
+    if (ablation.needs == "resample" or freeze_norms) and reference is None:
+        raise ValueError("resample ablation and frozen norms need reference=ReferenceRun.of(model, batch) of the "
+                         "batch the circuit will run on")
+    resample = reference.resampled() if ablation.needs == "resample" else None
+    hooks = ablation_hooks(model, mask, ablation, means=means, resample_cache=resample, interpolation=interpolation)
     if freeze_norms:
-        with torch.no_grad():
-            _, scales = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_scale"), return_type=None)
-        hooks += freeze_norm_hooks(scales)
+        hooks += freeze_norm_hooks(reference.norm_scales())
     return hooks
 
 
-def count_edges(model: "HookedSparseTransformer", mask: NodeMask, target_ids: tuple[int, ...] = ()) -> dict[str, int]:
-    """Edges of a circuit, by type. An edge is a nonzero weight entry whose two ends are kept nodes:
-
-    - ``read->qkv``: ``q_proj/k_proj/v_proj.weight[j, i] != 0`` for kept residual read ``Ll.attn_in[i]``
-      and kept ``Ll.q/k/v`` channel ``j``.
-    - ``v->write``: ``o_proj.weight[o, j] != 0`` for kept V channel ``j`` (through its head's
-      attention) and kept ``Ll.attn_out[o]``. (Q and K meet in the attention pattern, not through
-      a weight, so they have no edge to the write.)
-    - ``read->neuron``: ``fc_in.weight[j, i] != 0`` for kept ``Ll.mlp_in[i]`` and ``Ll.neuron[j]``.
-    - ``neuron->write``: ``fc_out.weight[o, j] != 0`` for kept ``Ll.neuron[j]`` and ``Ll.mlp_out[o]``.
-    - ``residual``: a kept write of residual channel ``c`` (``attn_out`` or ``mlp_out``) and a kept
-      read of the same channel later in the forward (``attn_in``/``mlp_in``), when the reading
-      norm's weight ``w[c] != 0``.
-    - ``embed->read``: a kept read of channel ``c`` with ``W_E[:, c]`` not all zero (one edge per
-      read node) and that reading norm's ``w[c] != 0``.
-    - ``write->unembed``: a kept write of channel ``c`` and a target token ``t`` of the task with
-      ``W_U[c, t] != 0`` and ``ln_final.w[c] != 0``.
-    """
-    counts = dict.fromkeys(["read->qkv", "v->write", "read->neuron", "neuron->write", "residual",
-                            "embed->read", "write->unembed"], 0)
-
-    def nnz(weight: Tensor, rows: Tensor, cols: Tensor) -> int:
-        return int((weight.detach()[rows][:, cols] != 0).sum())
-
-    embed_used = (model.W_E.detach() != 0).any(dim=0)
-    writes: list[Tensor] = []  # kept write channels so far, in forward order
-    for l, block in enumerate(model.blocks):
-        keep = {kind: mask[f"L{l}.{kind}"] for kind in ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "neuron", "mlp_out")}
-        for kind, proj in (("q", block.attn.q_proj), ("k", block.attn.k_proj), ("v", block.attn.v_proj)):
-            counts["read->qkv"] += nnz(proj.weight, keep[kind], keep["attn_in"])
-        counts["v->write"] += nnz(block.attn.o_proj.weight, keep["attn_out"], keep["v"])
-        counts["read->neuron"] += nnz(block.mlp.fc_in.weight, keep["neuron"], keep["mlp_in"])
-        counts["neuron->write"] += nnz(block.mlp.fc_out.weight, keep["mlp_out"], keep["neuron"])
-        for read_kind, norm in (("attn_in", block.ln1), ("mlp_in", block.ln2)):
-            read = keep[read_kind] & (norm.w.detach() != 0)
-            counts["residual"] += sum(int((w & read).sum()) for w in writes)
-            counts["embed->read"] += int((read & embed_used).sum())
-            writes.append(keep["attn_out"] if read_kind == "attn_in" else keep["mlp_out"])
-    final = model.ln_final.w.detach() != 0
-    for t in target_ids:
-        unembed = (model.W_U.detach()[:, t] != 0) & final
-        counts["write->unembed"] += sum(int((w & unembed).sum()) for w in writes)
-    return counts
-
-
-@dataclass(frozen=True)
-class Edge:
-    """One edge of a circuit: ``kind`` as in :func:`count_edges`, its two ends, and its weight.
-
-    ``src`` is a node name or ``"embed"``; ``dst`` a node name or ``"unembed:{token_id}"``. For
-    residual and embedding edges the weight is the reading norm's gain ``w[c]``; for unembedding
-    edges ``W_U[c, t] * ln_final.w[c]``; otherwise the weight entry itself.
-    """
-
-    kind: str
-    src: str
-    dst: str
-    weight: float
-
-
-def circuit_edges(model: "HookedSparseTransformer", mask: NodeMask, target_ids: tuple[int, ...] = ()) -> list[Edge]:
-    """Every edge of a circuit (the definition of :func:`count_edges`, enumerated with weights)."""
-    edges: list[Edge] = []
-    registry = model.node_registry
-
-    def name(site: str, index: int) -> str:
-        return registry.site(site).node(index).name
-
-    def linear(kind: str, weight: Tensor, dst_site: str, src_site: str) -> None:
-        w = weight.detach()
-        rows, cols = mask[dst_site].nonzero().flatten(), mask[src_site].nonzero().flatten()
-        sub = w[rows][:, cols]
-        for r, c in (sub != 0).nonzero().tolist():
-            edges.append(Edge(kind, name(src_site, int(cols[c])), name(dst_site, int(rows[r])), float(sub[r, c])))
-
-    embed_used = (model.W_E.detach() != 0).any(dim=0)
-    writes: list[str] = []
-    for l, block in enumerate(model.blocks):
-        for kind, proj in (("q", block.attn.q_proj), ("k", block.attn.k_proj), ("v", block.attn.v_proj)):
-            linear("read->qkv", proj.weight, f"L{l}.{kind}", f"L{l}.attn_in")
-        linear("v->write", block.attn.o_proj.weight, f"L{l}.attn_out", f"L{l}.v")
-        linear("read->neuron", block.mlp.fc_in.weight, f"L{l}.neuron", f"L{l}.mlp_in")
-        linear("neuron->write", block.mlp.fc_out.weight, f"L{l}.mlp_out", f"L{l}.neuron")
-        for read_kind, norm, write_kind in (("attn_in", block.ln1, "attn_out"), ("mlp_in", block.ln2, "mlp_out")):
-            gain = norm.w.detach()
-            for c in (mask[f"L{l}.{read_kind}"] & (gain != 0)).nonzero().flatten().tolist():
-                for write in writes:
-                    if mask[write][c]:
-                        edges.append(Edge("residual", name(write, c), name(f"L{l}.{read_kind}", c), float(gain[c])))
-                if embed_used[c]:
-                    edges.append(Edge("embed->read", "embed", name(f"L{l}.{read_kind}", c), float(gain[c])))
-            writes.append(f"L{l}.{write_kind}")
-    final = model.ln_final.w.detach()
-    for t in target_ids:
-        column = model.W_U.detach()[:, t] * final
-        for write in writes:
-            for c in (mask[write] & (column != 0)).nonzero().flatten().tolist():
-                edges.append(Edge("write->unembed", name(write, c), f"unembed:{t}", float(column[c])))
-    return edges
+def circuit_loss(
+    model: "HookedSparseTransformer", task: "Task", mask: Union[NodeMask, dict[str, Tensor]], batch: "TaskBatch",
+    ablation: Union[str, Ablation], reference: Optional[ReferenceRun], means: Optional[dict[str, Tensor]] = None,
+    freeze_norms: bool = False,
+) -> float:
+    """The task loss (per pair, averaged) of the circuit ``mask`` on ``batch``: the one evaluation path."""
+    with torch.no_grad():
+        hooks = circuit_hooks(model, mask, ablation, reference, means, freeze_norms)
+        return float(task.loss_from_logits(model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch))
 
 
 @dataclass
@@ -167,26 +74,36 @@ class Circuit:
 
     Attributes:
         kept: kept channel indices per node site, keyed by site name (``L0.neuron``).
-        edge_counts: edges by type (see :func:`count_edges` for exactly what counts).
-        task: the task's name; target_ids: the task's target token ids (for unembedding edges).
+        edge_counts: edges by kind (:mod:`sparselens.prune.edges` says exactly what counts);
+            ``n_edges`` is their sum.
+        residual_links: write -> later read pairs of the same residual channel (identity, not
+            weights: not in ``n_edges``).
+        task: the task's name.
+        target_ids, input_ids, n_positions: the task's answer tokens, the tokens its prompts use and
+            their length (what the embedding and unembedding edges count over).
         ablation: how nodes outside the circuit are replaced; freeze_norms: whether norm scales are frozen.
-        losses: task losses reached (``model``, ``circuit``, ``empty``) on ``loss_split``, and the target.
-        means: per-site node means (for mean ablation), keyed by site name.
+        losses: per-pair task losses on ``config["eval_pairs"]`` test pairs (``model``, ``circuit``,
+            ``empty``), on validation pairs (``circuit_val``, ``model_val``), and the ``target``.
         model_fingerprint: hash of the model's config and weights.
-        seed, hyperparameters: how it was found.
+        config: the :class:`~sparselens.prune.PruneConfig` it was found with, as a dict.
+        means: per-site node means (for mean ablation), keyed by site name.
+        curve: ``[step, train loss, nodes kept]`` every 10 mask-learning steps.
     """
 
     kept: dict[str, list[int]]
     edge_counts: dict[str, int]
+    residual_links: int
     task: str
     target_ids: tuple[int, ...]
+    input_ids: tuple[int, ...]
+    n_positions: int
     ablation: str
     freeze_norms: bool
     losses: dict[str, float]
     model_fingerprint: str
-    seed: int
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     means: Optional[dict[str, list[float]]] = None
+    curve: list[list[float]] = field(default_factory=list)
     loss_split: str = "test"
 
     @property
@@ -196,6 +113,14 @@ class Circuit:
     @property
     def n_edges(self) -> int:
         return sum(self.edge_counts.values())
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def edge_use(self) -> EdgeUse:
+        return EdgeUse(self.input_ids, self.target_ids, self.n_positions)
 
     def node_mask(self, model: "HookedSparseTransformer") -> NodeMask:
         self._check_model(model)
@@ -207,8 +132,12 @@ class Circuit:
         return [n.name for n in self.node_mask(model).nodes()]
 
     def edges(self, model: "HookedSparseTransformer") -> list[Edge]:
-        """Every edge with its weight (see :func:`count_edges` for what counts)."""
-        return circuit_edges(model, self.node_mask(model), self.target_ids)
+        """Every edge with its weight (:mod:`sparselens.prune.edges` says what counts)."""
+        return circuit_edges(model, self.node_mask(model), self.edge_use)
+
+    def residual_link_pairs(self, model: "HookedSparseTransformer") -> list[tuple[str, str]]:
+        """The ``(write, read)`` node pairs of :attr:`residual_links`."""
+        return residual_links(model, self.node_mask(model))
 
     def _check_model(self, model: "HookedSparseTransformer") -> None:
         fp = model_fingerprint(model)
@@ -218,32 +147,40 @@ class Circuit:
                 f"model's is {fp}); load the model it was pruned from"
             )
 
-    def _means(self, model: "HookedSparseTransformer") -> Optional[dict[str, Tensor]]:
+    def means_for(self, model: "HookedSparseTransformer") -> Optional[dict[str, Tensor]]:
+        """The stored node means as tensors on the model's device (None unless mean ablation)."""
         if self.means is None:
             return None
         return {site: torch.tensor(values, device=model.W_E.device) for site, values in self.means.items()}
 
-    def hooks(self, model: "HookedSparseTransformer", tokens: Optional[Tensor] = None) -> FwdHooks:
-        """``fwd_hooks`` that run ``model`` as this circuit (``tokens`` needed for resample/frozen norms)."""
-        return circuit_hooks(model, self.node_mask(model), self.ablation, tokens, self._means(model), self.freeze_norms)
+    def needs_reference(self) -> bool:
+        """Whether running this circuit takes a :class:`ReferenceRun` (resample ablation, frozen norms)."""
+        return Ablation.parse(self.ablation).needs == "resample" or self.freeze_norms
 
-    @torch.no_grad()
-    def evaluate(self, model: "HookedSparseTransformer", task: Any, split: str = "test", n: int = 64, seed: int = 0) -> float:
-        """The circuit's task loss (per pair, averaged) on ``n`` pairs of ``split``."""
-        batch = task.batch(n=n, split=split, seed=seed).to(model.W_E.device)
-        logits = model.run_with_hooks(batch.tokens, fwd_hooks=self.hooks(model, batch.tokens))
-        return float(task.loss_from_logits(logits, batch))
+    def hooks(self, model: "HookedSparseTransformer", reference: Optional[ReferenceRun] = None) -> FwdHooks:
+        """``fwd_hooks`` that run ``model`` as this circuit on ``reference``'s batch.
 
-    def show(self, model: "HookedSparseTransformer", task: Any = None, **kwargs: Any) -> Any:
-        """The interactive circuit viewer, rendered inline in Jupyter (works offline).
-
-        Returns a :class:`sparselens.viz.viewer.CircuitView`; ``kwargs`` go to
-        :func:`sparselens.viz.viewer.viewer_data` (``n_prompts``, ``corpus_tokens``, ``selected``, ...).
-        ``.save(path)`` writes the same page as ``sparselens view``.
+        ``reference = ReferenceRun.of(model, batch)`` is needed for resample ablation and frozen
+        norms (:meth:`needs_reference`); build it once per batch and reuse it.
         """
-        from sparselens.viz.viewer import CircuitView, viewer_data
+        return circuit_hooks(model, self.node_mask(model), self.ablation, reference, self.means_for(model),
+                             self.freeze_norms)
 
-        return CircuitView(viewer_data(model, self, task, **kwargs))
+    def evaluate(self, model: "HookedSparseTransformer", task: "Task", split: str = "test",
+                 n: Optional[int] = None, seed: Optional[int] = None) -> float:
+        """The circuit's task loss (per pair, averaged) on ``n`` pairs of ``split``.
+
+        The defaults (the circuit's ``eval_pairs`` and ``seed``) are the pairs its ``losses`` were
+        measured on, so ``circuit.evaluate(model, task)`` equals ``circuit.losses["circuit"]``. For
+        everything else a researcher should check about a circuit (KL, stochastic and adversarial
+        ablation, node and attention fidelity), see :mod:`sparselens.faithfulness`.
+        """
+        n = int(self.config.get("eval_pairs", 128)) if n is None else n
+        seed = self.seed if seed is None else seed
+        batch = task.batch(n=n, split=split, seed=seed).to(model.W_E.device)
+        reference = ReferenceRun.of(model, batch) if self.needs_reference() else None
+        return circuit_loss(model, task, self.node_mask(model), batch, self.ablation, reference,
+                            self.means_for(model), self.freeze_norms)
 
     # --------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -272,16 +209,23 @@ class Circuit:
         if data.get("version") != SCHEMA_VERSION:
             raise ValueError(
                 f"{path} is circuit schema version {data.get('version')}; this sparselens reads version "
-                f"{SCHEMA_VERSION}. Upgrade sparselens or re-prune."
+                f"{SCHEMA_VERSION} (version 2 changed what counts as an edge). Re-prune the circuit."
             )
         fields = {k: v for k, v in data.items() if k not in ("schema", "version", "n_nodes", "n_edges")}
-        fields["target_ids"] = tuple(fields["target_ids"])
+        names = {f for f in cls.__dataclass_fields__}
+        missing = sorted(names - set(fields) - {"config", "means", "curve", "loss_split"})
+        unknown = sorted(set(fields) - names)
+        if missing or unknown:
+            raise ValueError(f"{path}: circuit fields missing {missing} / unknown {unknown}; the file is corrupt")
+        for key in ("target_ids", "input_ids"):
+            fields[key] = tuple(fields[key])
         return cls(**fields)
 
     def summary(self) -> str:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in self.losses.items())
-        return (f"Circuit for {self.task!r}: {self.n_nodes} nodes, {self.n_edges} edges; {self.ablation} ablation"
-                f"{', frozen norms' if self.freeze_norms else ''}; losses ({self.loss_split}): {losses}")
+        return (f"Circuit for {self.task!r}: {self.n_nodes} nodes, {self.n_edges} edges (+{self.residual_links} "
+                f"residual links); {self.ablation} ablation{', frozen norms' if self.freeze_norms else ''}; "
+                f"losses per pair ({self.config.get('eval_pairs', '?')} {self.loss_split} pairs): {losses}")
 
     def __repr__(self) -> str:
         return self.summary()

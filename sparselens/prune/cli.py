@@ -9,19 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from sparselens.prune.config import add_prune_arguments, prune_config_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model directory or registered name (sparselens.pretrained.list_models())")
     parser.add_argument("--task", required=True, help="a task name (sparselens tasks lists them)")
-    parser.add_argument("--targets", default="0.15", help="comma-separated target losses (per pair, averaged)")
-    parser.add_argument("--ablation", choices=["mean", "zero", "resample"], default="mean")
-    parser.add_argument("--freeze-norms", action="store_true", help="patch the full model's norm scales into pruned runs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=300, help="mask-learning steps")
-    parser.add_argument("--batch-size", type=int, default=64, help="prompt pairs per step")
-    parser.add_argument("--k-coef", type=float, default=1e-4)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--out", default="circuits", help="directory for circuit JSON files and the plot")
+    parser.add_argument("--targets", default="0.15", help="comma-separated target losses (per pair, averaged) (default: %(default)s)")
+    add_prune_arguments(parser)
+    parser.add_argument("--out", default="circuits", help="directory for circuit JSON files and the plot (default: %(default)s)")
 
 
 def circuit_table(circuits) -> str:
@@ -36,7 +32,6 @@ def circuit_table(circuits) -> str:
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
     from sparselens.errors import CheckpointError
-    from sparselens.interventions import pretraining_means
     from sparselens.prune import prune_sweep
     from sparselens.tasks import get_task
     from sparselens.viz import circuit_size_plot
@@ -52,11 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, KeyError, ValueError) as err:
         print(f"sparselens prune: {err}", file=sys.stderr)
         return 2
-    means = pretraining_means(model) if args.ablation == "mean" else None
     try:
-        circuits = prune_sweep(model, task, targets, ablation=args.ablation, freeze_norms=args.freeze_norms,
-                               seed=args.seed, means=means, steps=args.steps, batch_size=args.batch_size,
-                               k_coef=args.k_coef, lr=args.lr)
+        circuits = prune_sweep(model, task, targets, prune_config_from_args(args))
     except ValueError as err:
         print(f"sparselens prune: {err}", file=sys.stderr)
         return 2
@@ -66,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         circuit.save(out / f"{stem}-target{circuit.losses['target']:g}.json")
     plot = circuit_size_plot(circuits).save(out / f"{stem}-sweep.html")
     print(f"{task.name} on {args.model}: {args.ablation} ablation{', frozen norms' if args.freeze_norms else ''}, "
-          f"seed {args.seed} (losses on test pairs, per pair)")
+          f"seed {args.seed} (losses per pair on {args.eval_pairs} test pairs)")
     print(circuit_table(circuits))
     print(f"circuits and plot written to {out}/ (plot: {plot})")
     return 0

@@ -159,7 +159,7 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
     from sparselens.interventions import pretraining_means
-    from sparselens.prune import prune
+    from sparselens.prune import PruneConfig, prune
     from sparselens.tasks import get_task, list_tasks
 
     models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
@@ -181,9 +181,10 @@ def run(args: argparse.Namespace) -> int:
             task = get_task(task_name, tokenizer=model.tokenizer)
             for seed in seeds:
                 try:
+                    config = PruneConfig(ablation=ablation, freeze_norms=frozen, seed=seed, steps=args.steps,
+                                         batch_size=args.batch_size)
                     results[(task_name, variant, seed)] = prune(
-                        model, task, target_loss=args.target, ablation=ablation, freeze_norms=frozen, seed=seed,
-                        means=means[key] if ablation == "mean" else None, steps=args.steps, batch_size=args.batch_size)
+                        model, task, args.target, config, means=means[key] if ablation == "mean" else None)
                 except ValueError as err:
                     failures[(task_name, variant, seed)] = str(err)
                 circuit = results.get((task_name, variant, seed))

@@ -2,110 +2,151 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+import logging
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from sparselens.interventions.ablation import Ablation
-from sparselens.model.checkpoint import model_fingerprint
-from sparselens.prune.circuit import Circuit, circuit_hooks, count_edges
+from sparselens.interventions.reference import ReferenceRun
+from sparselens.model.fingerprint import model_fingerprint
+from sparselens.nodes import NodeMask
+from sparselens.prune.circuit import Circuit, circuit_hooks, circuit_loss
+from sparselens.prune.config import PruneConfig
+from sparselens.prune.edges import count_edges, count_residual_links, edge_use
 from sparselens.prune.learned_mask import LearnedMask
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
+    from sparselens.tasks.base import Task, TaskBatch
+
+logger = logging.getLogger(__name__)
+
+#: a prune expected to take longer than this says so before it starts
+SLOW_PRUNE_SECONDS = 180.0
 
 
 class MaskTrainer:
-    """One run of mask learning: ``step(i)`` does one optimizer step on train pairs.
+    """One run of mask learning: ``step(batch)`` does one optimizer step on a batch of train pairs.
 
     ``prune`` drives it; ``benchmarks/prune.py`` times it. The model's parameters must be frozen
-    (``requires_grad=False``) by the caller; only ``self.mask`` learns.
+    (``requires_grad=False``) by the caller; only ``self.mask`` learns. The training pairs are
+    generated and tokenized once (``config.train_pairs`` of them); ``batch(i)`` draws step ``i``'s.
     """
 
-    def __init__(self, model: "HookedSparseTransformer", task: Any, ablation: str, means: Optional[dict[str, torch.Tensor]],
-                 freeze_norms: bool, seed: int, steps: int, batch_size: int, k_coef: float, lr: float,
-                 weight_decay: float, init_bias: float, init_noise: float, temperature: float, grad_clip: float):
-        self.model, self.task, self.ablation, self.means, self.freeze_norms = model, task, ablation, means, freeze_norms
-        self.seed, self.batch_size, self.k_coef, self.grad_clip = seed, batch_size, k_coef, grad_clip
-        gen = torch.Generator().manual_seed(seed)
-        self.mask = LearnedMask(model.node_registry, init_bias, init_noise, temperature, generator=gen).to(model.W_E.device)
-        self.optimizer = torch.optim.AdamW(self.mask.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: 1 - i / steps)
+    def __init__(self, model: "HookedSparseTransformer", task: "Task", config: PruneConfig,
+                 means: Optional[dict[str, torch.Tensor]] = None):
+        self.model, self.task, self.config, self.means = model, task, config, means
+        self.ablation = Ablation.parse(config.ablation)
+        self.device = model.W_E.device
+        gen = torch.Generator().manual_seed(config.seed)
+        self.mask = LearnedMask(model.node_registry, config.init_bias, config.init_noise, config.temperature,
+                                generator=gen).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.mask.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           betas=(0.9, 0.95))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: 1 - i / config.steps)
+        self.pool = task.batch(n=config.train_pairs, split="train", seed=config.seed)
+        self.history: list[tuple[int, float, int]] = []  # (step, train loss, nodes kept), every 10 steps
 
-    def batch(self, i: int) -> Any:
-        return self.task.batch(n=self.batch_size, split="train", seed=self.seed * 1_000_003 + i).to(self.model.W_E.device)
+    def batch(self, i: int) -> "TaskBatch":
+        """Step ``i``'s batch: ``batch_size`` pairs drawn from the pool (a pure function of the seed and ``i``)."""
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + i)
+        pairs = torch.randperm(self.pool.n_pairs, generator=gen)[: self.config.batch_size]
+        return self.pool.select(pairs).to(self.device)
 
-    def step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on ``batch``; returns (task loss, kept count), both 0-d tensors."""
+    def step(self, batch: "TaskBatch") -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on ``batch``; returns (task loss, kept count), both 0-d tensors on the device."""
         masks = self.mask.masks()
-        hooks = circuit_hooks(self.model, masks, self.ablation, batch.tokens, self.means, self.freeze_norms)
+        needs_reference = self.ablation.needs == "resample" or self.config.freeze_norms
+        reference = ReferenceRun.of(self.model, batch) if needs_reference else None
+        hooks = circuit_hooks(self.model, masks, self.ablation, reference, self.means, self.config.freeze_norms)
         task_loss = self.task.loss_from_logits(self.model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch)
         kept = sum(m.sum() for m in masks.values())
         self.optimizer.zero_grad(set_to_none=True)
-        (task_loss + self.k_coef * kept).backward()
-        torch.nn.utils.clip_grad_norm_(self.mask.parameters(), self.grad_clip)
+        (task_loss + self.config.k_coef * kept).backward()
+        torch.nn.utils.clip_grad_norm_(self.mask.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.schedule.step()
         self.mask.clamp_()
         return task_loss.detach(), kept.detach()
 
 
-def prune(model: "HookedSparseTransformer", task: Any, target_loss: float = 0.15, **kwargs: Any) -> Circuit:
+def prune(
+    model: "HookedSparseTransformer",
+    task: "Task",
+    target_loss: float = 0.15,
+    config: Optional[PruneConfig] = None,
+    *,
+    means: Optional[dict[str, torch.Tensor]] = None,
+    progress: bool = True,
+) -> Circuit:
     """Prune ``model`` to the smallest circuit that reaches ``target_loss`` on ``task``.
 
-    See :func:`prune_sweep` for the algorithm and every keyword argument.
+    ``config`` holds every option (:class:`PruneConfig`, its defaults when None); see
+    :func:`prune_sweep` for the algorithm. Raises ``ValueError`` if the target cannot be reached.
     """
-    return prune_sweep(model, task, [target_loss], **kwargs)[0]
+    circuits, skipped = _sweep(model, task, [target_loss], config or PruneConfig(), means, progress)
+    if skipped:
+        raise ValueError(skipped[0])
+    return circuits[0]
 
 
 def prune_sweep(
     model: "HookedSparseTransformer",
-    task: Any,
+    task: "Task",
     targets: Sequence[float],
-    ablation: str = "mean",
-    freeze_norms: bool = False,
-    seed: int = 0,
+    config: Optional[PruneConfig] = None,
+    *,
     means: Optional[dict[str, torch.Tensor]] = None,
-    steps: int = 300,
-    batch_size: int = 64,
-    eval_pairs: int = 128,
-    k_coef: float = 1e-4,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-3,
-    init_bias: float = 0.1,
-    init_noise: float = 0.01,
-    temperature: float = 1.0,
-    grad_clip: float = 1.0,
     progress: bool = True,
 ) -> list[Circuit]:
-    """Prune ``model`` on ``task`` to one circuit per target loss.
+    """Prune ``model`` on ``task`` to one circuit per reachable target loss.
 
     1. Learn one ``tau`` per node (``m = 1[tau >= 0]``, sigmoid straight-through gradient) on
        train pairs, minimising ``task_loss + k_coef * sum(m)`` with AdamW (betas 0.9/0.95),
        gradient clipping and linear LR decay; ``tau`` is clamped to [-1, 1].
     2. Rank nodes by ``tau``; for each target, bisect the number kept so the circuit just reaches
-       it on validation pairs (assuming loss falls as nodes are added). One learned ranking
-       serves every target.
-    3. Report the losses of the full model, the circuit and the empty circuit on test pairs.
+       it on ``eval_pairs`` validation pairs (assuming loss falls as nodes are added). One learned
+       ranking serves every target; the full model's reference run on the validation batch is
+       computed once for the whole bisection.
+    3. Report the losses of the full model, the circuit and the empty circuit on ``eval_pairs``
+       test pairs (``circuit.evaluate(model, task)`` gives the same numbers).
 
     Task losses are per pair, averaged over the pair's two prompts (the paper's stored numbers are
-    sums, twice ours). Deterministic for a given seed on CPU.
+    sums, twice ours). Deterministic for a given seed on CPU. A target below what the model itself
+    reaches, or one the fully kept mask misses, is skipped with a warning (the other targets still
+    get their circuits); if every target is skipped, ``ValueError`` says why.
 
     Args:
-        ablation: ``"mean"`` (needs ``means``: see :func:`sparselens.interventions.pretraining_means`),
-            ``"zero"`` or ``"resample"`` (each prompt takes the next prompt's activations).
-        freeze_norms: patch the unpruned model's RMSNorm scales on the same batch into every
-            pruned run, so a circuit cannot win by letting a norm blow up a small signal.
-        steps, batch_size (pairs), eval_pairs, k_coef, lr, weight_decay, init_bias, init_noise,
-            temperature, grad_clip: METHOD.md section 4's hyperparameters.
+        config: the options (:class:`PruneConfig`).
+        means: node means for mean ablation; default :func:`sparselens.interventions.pretraining_means`
+            of the model (shipped with it, or computed once over its own pretraining corpus and cached).
+        progress: progress bars and the time estimate.
     """
-    ablation = Ablation.parse(ablation).value
+    circuits, skipped = _sweep(model, task, targets, config or PruneConfig(), means, progress)
+    if not circuits:
+        raise ValueError("; ".join(skipped))
+    for note in skipped:
+        logger.warning(note)
+        if progress:
+            tqdm.write(f"note: {note}", file=sys.stderr)
+    return circuits
+
+
+def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[float], config: PruneConfig,
+           means: Optional[dict[str, torch.Tensor]], progress: bool) -> tuple[list[Circuit], list[str]]:
+    """Circuits for the reachable targets, and a sentence for each skipped one."""
     if not targets:
         raise ValueError("give at least one target loss")
-    if ablation == "mean" and means is None:
-        raise ValueError("mean ablation needs means=...: compute them over the pretraining distribution with "
-                         "sparselens.interventions.pretraining_means(model)")
+    ablation = Ablation.parse(config.ablation)
+    if ablation.needs == "means" and means is None:
+        from sparselens.interventions.means import pretraining_means
+
+        means = pretraining_means(model, progress=progress)
     device = model.W_E.device
     was_training = model.training
     model.eval()
@@ -113,72 +154,92 @@ def prune_sweep(
     for p in params:
         p.requires_grad_(False)
     try:
-        val = task.batch(n=eval_pairs, split="val", seed=seed).to(device)
-        test = task.batch(n=eval_pairs, split="test", seed=seed).to(device)
+        val = task.batch(n=config.eval_pairs, split="val", seed=config.seed).to(device)
+        test = task.batch(n=config.eval_pairs, split="test", seed=config.seed).to(device)
+        val_ref, test_ref = ReferenceRun.of(model, val), ReferenceRun.of(model, test)
+        model_val = float(task.loss_from_logits(val_ref.logits, val))
+        skipped = [f"target {t} skipped: the full model reaches {model_val:.4f} on {task.name} ({config.eval_pairs} "
+                   f"validation pairs), above the target; no circuit of it can be expected to reach it" for t in targets
+                   if t < model_val]
+        reachable = sorted(t for t in targets if t >= model_val)
+        if not reachable:
+            return [], skipped
 
-        def loss_of(mask, batch) -> float:
-            with torch.no_grad():
-                hooks = circuit_hooks(model, mask, ablation, batch.tokens, means, freeze_norms)
-                return float(task.loss_from_logits(model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch))
-
-        with torch.no_grad():
-            full_val = float(task.loss(model, val))
-        if full_val > min(targets):
-            raise ValueError(
-                f"the full model's loss on {task.name!r} (validation) is {full_val:.4f}, above target_loss="
-                f"{min(targets)}: no circuit of this model can be expected to reach it. Raise the target, or "
-                "check the model can do the task (task.loss(model, task.batch(...)))."
-            )
-
-        trainer = MaskTrainer(model, task, ablation, means, freeze_norms, seed, steps, batch_size, k_coef, lr,
-                              weight_decay, init_bias, init_noise, temperature, grad_clip)
-        bar = tqdm(range(steps), desc=f"pruning {task.name}", disable=not progress)
-        for step in bar:
-            task_loss, kept = trainer.step(trainer.batch(step))
-            if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{float(task_loss):.3f}", kept=int(kept))
+        trainer = MaskTrainer(model, task, config, means)
+        _train(trainer, task, config, progress)
 
         learned = trainer.mask
         ranking = learned.ranking()
         n_total = model.node_registry.n_nodes
-        if loss_of(learned.top(n_total, ranking), val) > min(targets):
-            raise ValueError(f"even with every node kept the masked model misses target_loss={min(targets)}")
-        model_test = float(task.loss(model, test))
-        empty_test = loss_of(learned.top(0, ranking), test)
-        target_ids = tuple(sorted({int(t) for t in torch.cat([test.correct, test.wrong]).tolist()}))
+
+        def loss_of(mask: NodeMask, batch: "TaskBatch", reference: ReferenceRun) -> float:
+            return circuit_loss(model, task, mask, batch, ablation, reference, means, config.freeze_norms)
+
+        full_mask_val = loss_of(learned.top(n_total, ranking), val, val_ref)
+        skipped += [f"target {t} skipped: even with every node kept the masked model reaches {full_mask_val:.4f} "
+                    f"on validation pairs" for t in reachable if t < full_mask_val]
+        reachable = [t for t in reachable if t >= full_mask_val]
+        if not reachable:
+            return [], skipped
+        model_test = float(task.loss_from_logits(test_ref.logits, test))
+        empty_test = loss_of(learned.top(0, ranking), test, test_ref)
+        use = edge_use([val, test], torch.cat([test.correct, test.wrong]).tolist())
         fingerprint = model_fingerprint(model)
-        hyperparameters = dict(steps=steps, batch_size=batch_size, eval_pairs=eval_pairs, k_coef=k_coef, lr=lr,
-                               weight_decay=weight_decay, init_bias=init_bias, init_noise=init_noise,
-                               temperature=temperature, grad_clip=grad_clip)
         site_means = ({site.name: means[site.hook_name].flatten().tolist() for site in model.node_sites}
-                      if ablation == "mean" else None)
+                      if ablation.needs == "means" else None)
 
         circuits = []
-        for target in tqdm(targets, desc="bisecting circuit size", disable=not progress or len(targets) == 1):
+        bar = tqdm(total=len(reachable) * math.ceil(math.log2(n_total + 1)), disable=not progress, unit="run",
+                   desc=f"bisecting the number of nodes on {config.eval_pairs} validation pairs")
+        for target in reachable:
             lo, hi = 0, n_total
             while lo < hi:
                 mid = (lo + hi) // 2
-                if loss_of(learned.top(mid, ranking), val) <= target:
+                if loss_of(learned.top(mid, ranking), val, val_ref) <= target:
                     hi = mid
                 else:
                     lo = mid + 1
+                bar.update(1)
+                bar.set_postfix_str(f"target {target:g}: between {lo} and {hi} nodes")
             mask = learned.top(hi, ranking)
             circuits.append(Circuit(
                 kept={name: vec.nonzero().flatten().tolist() for name, vec in mask.keep.items()},
-                edge_counts=count_edges(model, mask, target_ids),
+                edge_counts=count_edges(model, mask, use),
+                residual_links=count_residual_links(model, mask),
                 task=task.name,
-                target_ids=target_ids,
-                ablation=ablation,
-                freeze_norms=freeze_norms,
-                losses={"target": float(target), "model": model_test, "circuit": loss_of(mask, test),
-                        "empty": empty_test, "circuit_val": loss_of(mask, val)},
+                target_ids=use.target_ids,
+                input_ids=use.input_ids,
+                n_positions=use.n_positions,
+                ablation=ablation.value,
+                freeze_norms=config.freeze_norms,
+                losses={"target": float(target), "model": model_test, "circuit": loss_of(mask, test, test_ref),
+                        "empty": empty_test, "circuit_val": loss_of(mask, val, val_ref), "model_val": model_val},
                 model_fingerprint=fingerprint,
-                seed=seed,
-                hyperparameters=hyperparameters,
+                config=config.to_dict(),
                 means=site_means,
+                curve=[list(point) for point in trainer.history],
             ))
-        return circuits
+        bar.total = bar.n  # the bound above is not always reached
+        bar.close()
+        return circuits, skipped
     finally:
         for p, flag in params.items():
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+def _train(trainer: MaskTrainer, task: "Task", config: PruneConfig, progress: bool) -> None:
+    """Run the mask-learning steps with a labelled progress bar; warn first if it will be slow."""
+    bar = tqdm(range(config.steps), desc=f"learning the {task.name} mask", unit="step", disable=not progress)
+    start = time.perf_counter()
+    for step in bar:
+        task_loss, kept = trainer.step(trainer.batch(step))
+        if step == 1 and progress:
+            eta = (time.perf_counter() - start) / 2 * config.steps
+            if eta > SLOW_PRUNE_SECONDS:
+                tqdm.write(f"note: {config.steps} mask-learning steps will take about {eta / 60:.0f} minutes here; "
+                           "PruneConfig(steps=..., batch_size=...) trades that against the ranking's quality",
+                           file=sys.stderr)
+        if step % 10 == 0 or step == config.steps - 1:
+            trainer.history.append((step + 1, float(task_loss), int(kept)))
+            bar.set_postfix_str(f"train loss {trainer.history[-1][1]:.3f}, {trainer.history[-1][2]} nodes kept")

@@ -94,6 +94,18 @@ class TaskBatch:
         """The ``2n`` prompt texts in row order (all A, then all B)."""
         return [p.prompt_a for p in self.pairs] + [p.prompt_b for p in self.pairs]
 
+    def select(self, pairs: Sequence[int] | Tensor) -> "TaskBatch":
+        """The batch of the given pairs (rows ``i`` and ``n + i`` each), padding trimmed to fit them."""
+        index = torch.as_tensor(pairs, dtype=torch.long).flatten()
+        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= self.n_pairs:
+            raise IndexError(f"pair indices must be in [0, {self.n_pairs}) and not empty")
+        rows = torch.cat([index, index + self.n_pairs])
+        read_pos = self.read_pos[rows]
+        # right padding: columns after the longest selected prompt are padding only (left: kept as is)
+        tokens = self.tokens[rows, : int(read_pos.max()) + 1] if self.padding_side == "right" else self.tokens[rows]
+        return TaskBatch(tokens, read_pos, self.correct[rows], self.wrong[rows], [self.pairs[i] for i in index.tolist()],
+                         self.split, self.padding_side)
+
     def to(self, device: Any) -> "TaskBatch":
         """A copy with every tensor on ``device``."""
         return TaskBatch(

@@ -32,15 +32,12 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from sparselens import kernels
+from sparselens.wiring import BLOCK_WIRING
 
-#: parameter-name suffix -> the dim whose slices get the floor (0: rows, 1: columns)
+#: parameter-name suffix -> the dim whose slices get the floor (0: rows, 1: columns): the block's
+#: weights from the wiring table, then the embeddings (one row per token / logit / position)
 _FLOOR_DIM = {
-    "attn.q_proj.weight": 0,
-    "attn.k_proj.weight": 0,
-    "attn.v_proj.weight": 0,
-    "mlp.fc_in.weight": 0,
-    "attn.o_proj.weight": 1,
-    "mlp.fc_out.weight": 1,
+    **{wire.param: wire.floor_dim for wire in BLOCK_WIRING},
     "embed.W_E": 0,
     "unembed.weight": 0,
     "pos_embed.W_pos": 0,

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from sparselens.errors import CheckpointError
+from sparselens.interventions.means import TRAIN_CONFIG_FILE
 from sparselens.model.checkpoint import load_state_dict_checked
 from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 from sparselens.train import distributed
@@ -156,7 +157,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast():
-            loss = self._forward_module(tokens, return_type="loss")
+            loss = self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
         loss.backward()
         normalize_grad_rms_(self._params)
         self.optimizer.step()
@@ -214,6 +215,7 @@ class Trainer:
             bar.close()
         if self.step == c.n_steps and self.is_main:
             self.model.save_pretrained(self.out_dir / MODEL_DIR)
+            c.to_yaml(self.out_dir / MODEL_DIR / TRAIN_CONFIG_FILE)  # the model says what it was trained on
         return self.model
 
     def _sync_losses(self) -> None:
