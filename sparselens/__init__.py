@@ -3,7 +3,7 @@
 from sparselens.config import SparseTransformerConfig
 from sparselens.model import HookedSparseTransformer
 from sparselens.nodes import Node, NodeKind, NodeMask, NodeRegistry, NodeSite
-from sparselens.prune import Circuit, prune
+from sparselens.prune import Circuit, PruneConfig, prune
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,7 @@ __all__ = [
     "NodeMask",
     "NodeRegistry",
     "NodeSite",
+    "PruneConfig",
     "SparseTransformerConfig",
     "prune",
 ]

@@ -25,7 +25,7 @@ def test_quickstart_notebook_executes_and_renders(tmp_path):
         html = html_outputs(cell)
         assert "CircuitsVis" in html and "unpkg.com" not in html
     assert "CircuitsVis" in html_outputs(sources["viz.node_activations(model, batch, nodes=circuit.node_names(model)[:3], circuit=circuit, prompts=[0, 8])"])
-    viewer = html_outputs(sources["circuit.show(model, task, corpus_tokens=None)"])
+    viewer = html_outputs(sources["viz.show_circuit(model, circuit, task, corpus_tokens=None)"])
     assert "<iframe" in viewer and "data-node" in viewer
-    circuit_repr = "".join(o.get("data", {}).get("text/plain", "") for o in sources[next(k for k in sources if k.startswith("means ="))].outputs)
+    circuit_repr = "".join(o.get("data", {}).get("text/plain", "") for o in sources[next(k for k in sources if k.startswith("target ="))].outputs)
     assert "Circuit for 'single_double_quote'" in circuit_repr

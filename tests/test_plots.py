@@ -1,6 +1,7 @@
 """Inline plots: the numbers embedded in each plot's HTML are the model's cached activations (checked
-against independent runs), the sink column is hook_sink, circuits change what they should, hostile
-inputs get clear errors, and every plot renders with circuitsvis's JavaScript inlined (no network)."""
+against independent runs), the sink column is hook_sink, circuits change what they should, the full
+model runs once per plot, hostile inputs get clear errors, and every plot renders with circuitsvis's
+JavaScript inlined (no network)."""
 
 import html
 import importlib.util
@@ -15,10 +16,12 @@ import sparselens.viz as viz
 from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer, NodeMask
 from sparselens.data import load_corpus, load_tokenizer
-from sparselens.prune import Circuit, count_edges
-from sparselens.prune.circuit import model_fingerprint
+from sparselens.interventions import ReferenceRun
+from sparselens.model.fingerprint import model_fingerprint
+from sparselens.prune import Circuit, EdgeUse, count_edges, count_residual_links
 from sparselens.viz import attention_patterns, circuit_size_plot, node_activations, top_activations, top_snippets
-from sparselens.viz.plots import SINK_TOKEN, circuitsvis_bundle
+from sparselens.viz.attention import SINK_TOKEN
+from sparselens.viz.plot import circuitsvis_bundle
 
 
 def make_model(tok, **extra):
@@ -31,9 +34,9 @@ def make_circuit(model, drop, ablation="zero", losses=None):
     mask = NodeMask.full(model.node_registry).drop(drop)
     return Circuit(
         kept={s.name: mask[s.name].nonzero().flatten().tolist() for s in model.node_sites},
-        edge_counts=count_edges(model, mask), task="single_double_quote", target_ids=(), ablation=ablation,
-        freeze_norms=False, losses=losses or {"model": 0.1, "circuit": 0.2}, model_fingerprint=model_fingerprint(model),
-        seed=0,
+        edge_counts=count_edges(model, mask, EdgeUse()), residual_links=count_residual_links(model, mask),
+        task="single_double_quote", target_ids=(), input_ids=(), n_positions=0, ablation=ablation, freeze_norms=False,
+        losses=losses or {"model": 0.1, "circuit": 0.2}, model_fingerprint=model_fingerprint(model),
     )
 
 
@@ -117,8 +120,8 @@ def test_attention_patterns_hostile_inputs(setup):
     with pytest.raises(IndexError, match=r"prompt index 4 is out of range: there are 4 prompts"):
         attention_patterns(model, batch, heads=[(0, 0)], prompt=4)
     resample = make_circuit(model, ["L0.neuron[0]"], ablation="resample")
-    with pytest.raises(ValueError, match="resample ablation.*pass several prompts"):
-        attention_patterns(model, batch.tokens[0], heads=[(0, 0)], circuit=resample)
+    with pytest.raises(ValueError, match="resample ablation.*pass a TaskBatch"):
+        attention_patterns(model, batch.tokens, heads=[(0, 0)], circuit=resample)
     other = make_model(load_tokenizer(), attn_sink=True)
     torch.manual_seed(1)
     randomize(other, seed=7)
@@ -143,7 +146,7 @@ def test_node_activations_full_and_circuit(setup):
     def capture(act, hook):
         captured[hook.name] = act.detach().clone()
 
-    model.run_with_hooks(batch.tokens, fwd_hooks=circuit.hooks(model, batch.tokens) + [
+    model.run_with_hooks(batch.tokens, fwd_hooks=circuit.hooks(model) + [
         ("blocks.0.mlp.hook_post", capture), ("blocks.1.attn.hook_q", capture)])
     for (_, props), row in zip(shown, [0, 3]):
         n = int(batch.read_pos[row]) + 1
@@ -183,6 +186,37 @@ def test_node_activations_hostile_inputs(setup):
         node_activations(model, batch, ["L0.neuron[1]"], prompts=[-1])
 
 
+def test_resample_circuit_takes_its_replacements_from_the_reference_run(setup):
+    model, batch, _ = setup
+    resample = make_circuit(model, [f"L0.neuron[{i}]" for i in range(64)], ablation="resample")
+    plot = node_activations(model, batch, ["L0.neuron[3]", "L1.neuron[0]"], circuit=resample)
+    reference = ReferenceRun.of(model, batch)
+    captured = {}
+
+    def capture(act, hook):
+        captured[hook.name] = act.detach().clone()
+
+    model.run_with_hooks(batch.tokens, fwd_hooks=resample.hooks(model, reference) + [
+        ("blocks.0.mlp.hook_post", capture), ("blocks.1.mlp.hook_post", capture)])
+    replacement = reference.resampled()["blocks.0.mlp.hook_post"]
+    for row, values in zip(plot.data["rows"], plot.data["values"]):
+        n = int(batch.read_pos[row]) + 1
+        torch.testing.assert_close(values[:, 1], replacement[row, :n, 3])  # dropped: the other prompt's activation
+        torch.testing.assert_close(values[:, 3], captured["blocks.1.mlp.hook_post"][row, :n, 0])
+
+
+def test_a_circuit_plot_runs_the_full_model_once(setup):
+    model, batch, circuit = setup
+    forwards = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        node_activations(model, batch, ["L0.neuron[3]"], circuit=circuit)
+        attention_patterns(model, batch, heads=[(0, 0)], circuit=circuit)
+    finally:
+        handle.remove()
+    assert len(forwards) == 4  # per plot: the reference run and the circuit's run
+
+
 # ----------------------------------------------------------------------------------- top snippets
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -203,11 +237,13 @@ def test_top_snippets_are_the_top_activations(setup, corpus, node):
     site_node = model.node_registry.node(node)
     _, cache = model.run_with_cache(corpus)  # all rows in one pass: an independent reference
     act = cache[site_node.site.hook_name]
-    acts = act.reshape(*act.shape[:2], -1)[..., site_node.index]
-    expected = acts.flatten().topk(k)
-    torch.testing.assert_close(snippets.values, expected.values)
-    flat = int(acts.flatten().argmax())
-    assert (int(snippets.rows[0]), int(snippets.positions[0])) == divmod(flat, corpus.shape[1])
+    acts = act.reshape(*act.shape[:2], -1)[..., site_node.index]  # [row, pos]
+    # ranked by |activation|, each row once at its peak
+    peak_abs, peak_pos = acts.abs().max(dim=1)
+    best_rows = peak_abs.sort(descending=True, stable=True).indices[:k]  # ties: the earlier row
+    torch.testing.assert_close(snippets.values.abs(), peak_abs[best_rows])
+    assert snippets.rows.tolist() == best_rows.tolist() and snippets.positions.tolist() == peak_pos[best_rows].tolist()
+    assert len(set(snippets.rows.tolist())) == k
     shown = mounted(plot.html)
     assert len(shown) == k and all(el == "ColoredTokens" for el, _ in shown)
     for i in range(k):
@@ -223,12 +259,26 @@ def test_top_snippets_are_the_top_activations(setup, corpus, node):
     assert snippets.n_tokens == corpus.numel()
 
 
+def test_top_activations_of_many_nodes_in_one_pass(setup, corpus):
+    model, _, _ = setup
+    nodes = ["L0.neuron[5]", "L1.k[h0,3]", "L0.neuron[9]"]
+    together = top_activations(model, nodes, corpus, k=4, batch_size=7, progress=False)
+    assert list(together) == nodes
+    for node in nodes:
+        alone = top_activations(model, node, corpus, k=4, batch_size=5, progress=False)[node]
+        torch.testing.assert_close(together[node].values, alone.values)
+        assert together[node].rows.tolist() == alone.rows.tolist()
+        assert all(torch.equal(a, b) for a, b in zip(together[node].tokens, alone.tokens))
+
+
 def test_top_snippets_hostile_inputs(setup, corpus):
     model, _, _ = setup
     with pytest.raises(ValueError, match="more than the model's n_ctx=64; load them with load_corpus\\(n_ctx=64\\)"):
         top_activations(model, "L0.neuron[0]", torch.zeros(2, 65, dtype=torch.long), progress=False)
     with pytest.raises(ValueError, match="k must be between 1"):
         top_activations(model, "L0.neuron[0]", corpus, k=0, progress=False)
+    with pytest.raises(ValueError, match=f"number of corpus rows \\({corpus.shape[0]}; at most one snippet per row"):
+        top_activations(model, "L0.neuron[0]", corpus, k=corpus.shape[0] + 1, progress=False)
     with pytest.raises(ValueError, match="integer tensor"):
         top_activations(model, "L0.neuron[0]", corpus.float(), progress=False)
     with pytest.raises(KeyError, match="did you mean"):
@@ -300,7 +350,7 @@ def test_every_plot_renders_offline(setup, corpus, monkeypatch, tmp_path):
 
 
 def test_viz_package_exports_viewer_lazily():
-    for name in ("attention_patterns", "node_activations", "top_snippets", "circuit_size_plot", "Plot"):
+    for name in ("attention_patterns", "node_activations", "top_activations", "top_snippets", "circuit_size_plot", "Plot"):
         assert name in viz.__all__ and callable(getattr(viz, name))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         viz.nope  # noqa: B018
@@ -311,3 +361,4 @@ def test_viz_package_exports_viewer_lazily():
         from sparselens.viz import viewer
 
         assert viz.write_viewer is viewer.write_viewer and viz.CircuitView is viewer.CircuitView
+        assert viz.show_circuit is viewer.show_circuit

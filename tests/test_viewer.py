@@ -1,6 +1,6 @@
-"""The offline circuit viewer: viewer_data against the circuit and independent forward passes,
-the self-contained page, the `sparselens view` CLI and its hostile inputs, and a real headless
-Chromium (Debian's `chromium`) driving the page over the DevTools protocol with the network off."""
+"""The offline circuit viewer: viewer_data against the circuit (edges, residual links) and independent
+forward passes, the self-contained page, the `sparselens view` CLI and its hostile inputs, and a real
+headless Chromium (Debian's `chromium`) driving the page over the DevTools protocol with the network off."""
 
 import html
 import json
@@ -11,16 +11,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import tiny_config
-from sparselens import HookedSparseTransformer, prune
+from sparselens import HookedSparseTransformer, PruneConfig, prune
 from sparselens.cli import main
-from sparselens.viz.viewer import CircuitView, circuit_snippets, render_html, viewer_data, write_viewer
+from sparselens.interventions import ReferenceRun
+from sparselens.viz.viewer import CircuitView, render_html, show_circuit, viewer_data, write_viewer
 
 N_PROMPTS = 4
 
@@ -30,8 +31,8 @@ def setup(tmp_path_factory, trained_on_quotes):
     """The shared trained 1-layer model (conftest), a mean-ablation circuit of it, and both saved to
     disk (model directory, circuit JSON)."""
     model, task, means = trained_on_quotes
-    circuit = prune(model, task, target_loss=0.3, ablation="mean", means=means, steps=15, batch_size=16,
-                    eval_pairs=32, k_coef=1e-3, lr=3e-2, progress=False, seed=0)
+    config = PruneConfig(ablation="mean", steps=15, batch_size=16, eval_pairs=32, k_coef=1e-3, lr=3e-2, seed=0)
+    circuit = prune(model, task, 0.3, config, means=means, progress=False)
     assert 0 < circuit.n_nodes < model.node_registry.n_nodes
     root = tmp_path_factory.mktemp("viewer")
     model.save_pretrained(root / "model")
@@ -55,6 +56,17 @@ def test_viewer_data_holds_the_circuit(setup):
         parsed = model.node_registry.node(name)
         assert (node["layer"], node["kind"], node["head"]) == (parsed.site.layer, parsed.site.kind.value, parsed.head)
     assert sum(len(n["in"]) for n in data["nodes"].values()) == sum(e["dst"] in data["nodes"] for e in data["edges"])
+    # residual links are listed apart from the edges, each at both of its ends
+    assert data["residual_links"] == [list(pair) for pair in circuit.residual_link_pairs(model)]
+    assert len(data["residual_links"]) == circuit.residual_links > 0
+    for name, node in data["nodes"].items():
+        assert all(name in data["residual_links"][i] for i in node["links"])
+    assert sum(len(n["links"]) for n in data["nodes"].values()) == 2 * circuit.residual_links
+    # every edge end outside the blocks is a source (embedding, position, bigram) or a target
+    outside = {end for e in data["edges"] for end in (e["src"], e["dst"])} - set(data["nodes"])
+    assert {s["name"] for s in data["sources"]} == {end for end in outside if not end.startswith("unembed:")}
+    assert {end for end in outside if end.startswith("unembed:")} <= {t["name"] for t in data["targets"]}
+    assert all(str(s["id"]) in data["vocab"] for s in data["sources"] if s["kind"] != "pos")
     laid_out = [n for row in data["rows"] for group in row["groups"] for n in group["nodes"]]
     assert sorted(laid_out) == sorted(names)  # every node drawn exactly once
     for row in data["rows"]:
@@ -65,17 +77,22 @@ def test_viewer_data_holds_the_circuit(setup):
     assert (h["task"], h["n_nodes"], h["n_edges"], h["ablation"], h["freeze_norms"]) == (
         circuit.task, circuit.n_nodes, circuit.n_edges, "mean", False)
     assert h["losses"] == circuit.losses and h["edge_counts"] == circuit.edge_counts
+    assert h["residual_links"] == circuit.residual_links and h["seed"] == circuit.seed
     assert {t["id"] for t in data["targets"]} == set(circuit.target_ids)
     assert len(data["prompts"]) == N_PROMPTS
     json.dumps(data, allow_nan=False)  # the page's payload is plain JSON
 
 
-def test_viewer_activations_are_the_full_model_and_the_circuit(setup):
+@pytest.mark.parametrize("ablation", ["mean", "resample"])
+def test_viewer_activations_are_the_full_model_and_the_circuit(setup, ablation):
     model, task, circuit, _, data = setup
+    if ablation == "resample":
+        circuit = replace(circuit, ablation="resample", means=None)
+        data = viewer_data(model, circuit, n_prompts=N_PROMPTS)
     batch = task.batch(n=N_PROMPTS // 2, split=circuit.loss_split, seed=0)
     _, full = model.run_with_cache(batch.tokens)
     captured = {}
-    hooks = circuit.hooks(model, batch.tokens) + [
+    hooks = circuit.hooks(model, ReferenceRun.of(model, batch)) + [
         (site.hook_name, lambda act, hook: captured.__setitem__(hook.name, act.detach().clone())) for site in model.node_sites
     ]
     model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
@@ -101,11 +118,12 @@ def test_snippets_are_the_top_activations_over_the_corpus(setup):
     model, _, circuit, _, _ = setup
     corpus = torch.randint(0, 2047, (24, 40), generator=torch.Generator().manual_seed(0))
     nodes = circuit.node_mask(model).nodes()
-    found = circuit_snippets(model, nodes, corpus, n_snippets=3, corpus_rows=24, batch_size=8)
+    found = {name: node["snippets"] for name, node in
+             viewer_data(model, circuit, n_prompts=2, corpus_tokens=corpus, n_snippets=3, corpus_rows=24)["nodes"].items()}
     _, cache = model.run_with_cache(corpus)
     for node in nodes:
         act = cache[node.site.hook_name].flatten(2)[..., node.index]  # [row, pos]
-        best_per_row = act.abs().max(dim=1).values.sort(descending=True).values[:3]
+        best_per_row = act.abs().max(dim=1).values.sort(descending=True).values[:3]  # by |activation|, one per row
         snippets = found[node.name]
         assert len(snippets) == 3
         torch.testing.assert_close(torch.tensor([abs(s["value"]) for s in snippets]), best_per_row, rtol=1e-3, atol=1e-6)
@@ -121,7 +139,7 @@ def test_page_is_self_contained_and_shows_in_jupyter(setup, tmp_path):
     assert "<script src" not in page and "<link" not in page and "@import" not in page
     assert "cdn" not in page.lower() and "https://" not in page
     assert page.count("<script") == 2 and page.count("</script>") == 2
-    view = circuit.show(model, n_prompts=N_PROMPTS)
+    view = show_circuit(model, circuit, n_prompts=N_PROMPTS)
     assert isinstance(view, CircuitView) and view.data["nodes"].keys() == data["nodes"].keys()
     srcdoc = re.fullmatch(r'<iframe srcdoc="([^"]*)"[^>]*></iframe>', view._repr_html_()).group(1)
     assert html.unescape(srcdoc) == view.html == page  # the whole page, attribute-escaped
@@ -394,7 +412,9 @@ def test_viewer_in_headless_chromium_offline(setup, tmp_path):
         assert browser.js("document.querySelectorAll('.node').length") == circuit.n_nodes
         assert browser.js("new Set([...document.querySelectorAll('.node')].map(e => e.dataset.node)).size") == circuit.n_nodes
         assert browser.js("document.querySelectorAll('path.edge').length") == circuit.n_edges
-        assert "loss circuit" in browser.js("document.getElementById('header').textContent")
+        assert browser.js("document.querySelectorAll('path.link-path').length") == circuit.residual_links
+        header = browser.js("document.getElementById('header').textContent")
+        assert "loss circuit" in header and "norms free" in header and f"residual links {circuit.residual_links}" in header
         assert browser.js("document.getElementById('panel-name')") is None  # no panel before any hover/click
 
         browser.mouse(f'.node[data-node="{second}"]', click=False)  # hover opens the panel

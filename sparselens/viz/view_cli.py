@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", default=None, help="a circuit node whose panel is open when the page loads, e.g. L0.neuron[17]")
     parser.add_argument("--prompts", type=int, default=8, help="task prompts shown per node (default 8)")
     parser.add_argument("--corpus", default=None,
-                        help="pretraining corpus for top-activating snippets: a folder or hub name (default: the "
-                             "standard library's .py files, as sparselens.data.load_corpus)")
+                        help="corpus for top-activating snippets: a name, folder or hub name for "
+                             "sparselens.data.load_corpus (default: the model's pretraining corpus, from its "
+                             "train_config.yaml)")
     parser.add_argument("--snippets", type=int, default=5,
                         help="top-activating snippets per node; 0 skips the corpus (default 5)")
     parser.add_argument("--corpus-rows", type=int, default=64, help="corpus rows of 64 tokens scanned for snippets (default 64)")
@@ -56,12 +57,17 @@ def run(args: argparse.Namespace) -> int:
     corpus = None
     if args.snippets:
         from sparselens.data import load_corpus
+        from sparselens.interventions.means import pretraining_corpus
 
+        source, options = args.corpus, {}
         try:
-            corpus = load_corpus(args.corpus, n_ctx=min(64, model.cfg.n_ctx), split="val", tokenizer=model.tokenizer)
+            if source is None:
+                source, options = pretraining_corpus(model)
+            corpus = load_corpus(source, n_ctx=min(64, model.cfg.n_ctx), split="val", tokenizer=model.tokenizer,
+                                 **options)
         except (OSError, ValueError) as err:
-            source = args.corpus or "(standard library)"
-            return _fail(f"cannot load the corpus {source}: {err}; pass --snippets 0 to skip snippets")
+            return _fail(f"cannot load the snippet corpus {source or '(the model does not name one)'}: {err}; pass "
+                         "--corpus NAME_OR_FOLDER, or --snippets 0 to skip snippets")
     output = args.output or args.circuit.with_suffix(".html")
     try:
         path = write_viewer(model, circuit, output, task=args.task, n_prompts=args.prompts, corpus_tokens=corpus,

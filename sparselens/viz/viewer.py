@@ -1,23 +1,23 @@
 """The offline interactive circuit viewer: one self-contained HTML page per circuit.
 
-:func:`viewer_data` gathers everything the page shows, using only the model's own forward pass
-(``run_with_cache``, with the circuit's ablation hooks attached for the circuit's activations).
+:func:`viewer_data` gathers everything the page shows: the circuit's nodes, edges
+(:mod:`sparselens.prune.edges`) and residual links, and each node's activations on task prompts in
+the full model and in the circuit (:func:`~sparselens.viz.analysis.model_and_circuit`) and its
+top-activating corpus snippets (:func:`~sparselens.viz.analysis.top_activations`).
 :func:`render_html` inlines that data with the viewer's JavaScript and CSS, which ship inside the
 package (``sparselens/viz/static``), so the page needs no network and opens from ``file://``.
-:func:`write_viewer` writes the page; :class:`CircuitView` shows it inline in Jupyter.
+:func:`write_viewer` writes the page; :func:`show_circuit` shows it inline in Jupyter.
 
 Example:
-    >>> circuit = prune(model, task, target_loss=0.15, ablation="mean", means=means)  # doctest: +SKIP
-    >>> write_viewer(model, circuit, "circuit.html")                                  # doctest: +SKIP
-    >>> circuit.show(model)          # in Jupyter: the same page inline                # doctest: +SKIP
+    >>> circuit = prune(model, task, target_loss=0.15)      # doctest: +SKIP
+    >>> write_viewer(model, circuit, "circuit.html")        # doctest: +SKIP
+    >>> show_circuit(model, circuit)   # in Jupyter: the same page inline  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import html
-import itertools
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -25,36 +25,23 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sparselens.nodes import Node, NodeKind, NodeSite
+from sparselens.nodes import Node, NodeKind
+from sparselens.viz.analysis import by_site, model_and_circuit, site_values, top_activations
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
     from sparselens.prune.circuit import Circuit
+    from sparselens.prune.edges import Edge
     from sparselens.tasks.base import Task
 
 STATIC_DIR = Path(__file__).parent / "static"
 DATA_SCHEMA = "sparselens.viewer"
-DATA_VERSION = 1
-#: tokens shown before and after the peak token of a top-activating snippet
-SNIPPET_BEFORE, SNIPPET_AFTER = 10, 4
+DATA_VERSION = 2
 
 
 def _round(values: Tensor, digits: int = 4) -> list:
     """Nested lists of floats at ``digits`` significant digits (keeps the page small)."""
     return json.loads(json.dumps(values.tolist()), parse_float=lambda s: float(f"{float(s):.{digits}g}"))
-
-
-def _site_activations(cache: Any, site: NodeSite, indices: list[int]) -> Float[Tensor, "batch pos n"]:
-    """The activations of ``site``'s channels ``indices`` (flat, head-major for Q/K/V) from a cache."""
-    return cache[site.hook_name].flatten(2)[..., indices].float()
-
-
-def _kept_by_site(model: "HookedSparseTransformer", nodes: list[Node]) -> dict[str, tuple[NodeSite, list[int]]]:
-    """Kept flat channel indices per site name, in forward order."""
-    by_site: dict[str, tuple[NodeSite, list[int]]] = {}
-    for node in nodes:
-        by_site.setdefault(node.site.name, (model.node_registry.site(node.site.name), []))[1].append(node.index)
-    return by_site
 
 
 def _resolve_task(model: "HookedSparseTransformer", circuit: "Circuit", task: Union["Task", str, None]) -> "Task":
@@ -76,144 +63,81 @@ def _correlation(a: Float[Tensor, " n"], b: Float[Tensor, " n"]) -> Optional[flo
     return round(float((a * b).sum() / (a.norm() * b.norm())), 4)
 
 
-@torch.no_grad()
 def _prompt_activations(
     model: "HookedSparseTransformer", circuit: "Circuit", task: "Task", nodes: list[Node], n_prompts: int, seed: int
-) -> tuple[list[dict], dict[str, dict], set[int]]:
+) -> tuple[list[dict], dict[str, dict]]:
     """Task prompts, and each node's activations on them in the full model and in the circuit.
 
     Returns:
         prompts: one record per prompt row (token ids up to the read position, targets, logit diffs).
         acts: ``{node name: {"full": [prompt][token], "circuit": [prompt][token], "max_abs", "corr"}}``.
-        token ids used (for the page's vocabulary).
     """
     batch = task.batch(n=max(1, n_prompts // 2), split=circuit.loss_split, seed=seed).to(model.W_E.device)
-    tokens = batch.tokens
-    by_site = _kept_by_site(model, nodes)
-    hook_names = {site.hook_name for site, _ in by_site.values()}
-    names_filter = lambda name: name in hook_names  # noqa: E731
-    full_logits, full_cache = model.run_with_cache(tokens, names_filter=names_filter)
-    with model.hooks(fwd_hooks=circuit.hooks(model, tokens)):
-        circuit_logits, circuit_cache = model.run_with_cache(tokens, names_filter=names_filter)
+    sites = by_site(model, nodes)
+    runs = model_and_circuit(model, batch, circuit, {site.hook_name for site, _ in sites.values()})
 
-    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    rows = torch.arange(batch.tokens.shape[0], device=batch.tokens.device)
     lengths = (batch.read_pos + 1).tolist()
 
     def logit_diff(logits: Float[Tensor, "row pos vocab"]) -> list[float]:
         at_read = logits[rows, batch.read_pos]  # [row, vocab]
         return _round(at_read[rows, batch.correct] - at_read[rows, batch.wrong])
 
-    diff_full, diff_circuit = logit_diff(full_logits), logit_diff(circuit_logits)
-    prompts, used = [], set()
-    n_pairs = batch.n_pairs
-    for r in range(tokens.shape[0]):
-        ids = tokens[r, : lengths[r]].tolist()
-        used.update(ids)
-        used.update((int(batch.correct[r]), int(batch.wrong[r])))
-        prompts.append({
-            "pair": r % n_pairs, "label": "A" if r < n_pairs else "B", "ids": ids,
-            "correct": int(batch.correct[r]), "wrong": int(batch.wrong[r]),
-            "logit_diff": {"full": diff_full[r], "circuit": diff_circuit[r]},
-        })
+    diff_full, diff_circuit = logit_diff(runs.logits), logit_diff(runs.circuit_logits)
+    prompts = [{
+        "pair": r % batch.n_pairs, "label": "A" if r < batch.n_pairs else "B", "ids": batch.tokens[r, :n].tolist(),
+        "correct": int(batch.correct[r]), "wrong": int(batch.wrong[r]),
+        "logit_diff": {"full": diff_full[r], "circuit": diff_circuit[r]},
+    } for r, n in enumerate(lengths)]
 
+    valid = torch.arange(batch.tokens.shape[1], device=rows.device)[None, :] <= batch.read_pos[:, None]  # [row, pos]
     acts: dict[str, dict] = {}
-    for site, indices in by_site.values():
-        full = _site_activations(full_cache, site, indices)  # [row, pos, n]
-        circ = _site_activations(circuit_cache, site, indices)
-        valid = torch.arange(tokens.shape[1], device=tokens.device)[None, :] <= batch.read_pos[:, None]  # [row, pos]
+    for site, indices in sites.values():
+        full = site_values(runs.full, site, indices)  # [row, pos, n]
+        circ = site_values(runs.circuit, site, indices)
         for j, index in enumerate(indices):
             f, c = full[..., j], circ[..., j]  # [row, pos]
             f_list, c_list = _round(f), _round(c)
             acts[site.node(index).name] = {
-                "full": [f_list[r][: lengths[r]] for r in range(len(lengths))],
-                "circuit": [c_list[r][: lengths[r]] for r in range(len(lengths))],
+                "full": [f_list[r][:n] for r, n in enumerate(lengths)],
+                "circuit": [c_list[r][:n] for r, n in enumerate(lengths)],
                 "max_abs": float(f"{float(torch.maximum(f[valid].abs().max(), c[valid].abs().max())):.4g}"),
                 "corr": _correlation(f[valid], c[valid]),
             }
-    return prompts, acts, used
+    return prompts, acts
 
 
-@torch.no_grad()
-def circuit_snippets(
-    model: "HookedSparseTransformer",
-    nodes: list[Node],
-    corpus_tokens: Int[Tensor, "n_seq n_ctx"],
-    n_snippets: int = 5,
-    corpus_rows: int = 64,
-    batch_size: int = 16,
-    seed: int = 0,
-) -> dict[str, list[dict]]:
-    """Top-activating windows of the pretraining corpus for many nodes in one stream (largest ``|activation|``).
+def _snippets(model: "HookedSparseTransformer", nodes: list[Node], corpus_tokens: Int[Tensor, "n_seq n_ctx"],
+              n_snippets: int, corpus_rows: int, seed: int) -> dict[str, list[dict]]:
+    """Per node, its :func:`~sparselens.viz.analysis.top_activations` over ``corpus_rows`` random rows, as page records
+    ``{"ids": [W], "acts": [W], "peak": int, "value": float}``."""
+    rows = torch.randperm(corpus_tokens.shape[0], generator=torch.Generator().manual_seed(seed))[:corpus_rows]
+    found = top_activations(model, nodes, corpus_tokens[rows], k=min(n_snippets, len(rows)), progress=False)
+    records: dict[str, list[dict]] = {}
+    for name, snippets in found.items():
+        records[name] = []
+        for ids, acts, peak in zip(snippets.tokens, snippets.activations, snippets.centers):
+            values = _round(acts)
+            records[name].append({"ids": ids.tolist(), "acts": values, "peak": peak, "value": values[peak]})
+    return records
 
-    ``corpus_rows`` rows (shuffled with :func:`sparselens.data.iter_batches`) are streamed through
-    ``run_with_cache`` in batches of ``batch_size``, caching only the nodes' hook points, and a
-    running top ``n_snippets`` (at most one per row) is kept per node.
 
-    Args:
-        model: the model.
-        nodes: the nodes to find snippets for.
-        corpus_tokens: ``[n_seq, n_ctx]`` pretraining rows, e.g. from :func:`sparselens.data.load_corpus`.
-        n_snippets: snippets per node.
-        corpus_rows: rows of the corpus to scan.
-        batch_size: rows per forward pass.
-        seed: shuffling seed.
-
-    Returns:
-        ``{node name: [{"ids": [W], "acts": [W], "peak": int, "value": float}, ...]}``, best first,
-        each window ``SNIPPET_BEFORE`` tokens before the peak token to ``SNIPPET_AFTER`` after it.
-    """
-    from sparselens.data import iter_batches
-
-    corpus_tokens = corpus_tokens[:, : model.cfg.n_ctx]
-    n_seq = corpus_tokens.shape[0]
-    batch_size = min(batch_size, n_seq)
-    n_batches = max(1, math.ceil(min(corpus_rows, n_seq) / batch_size))
-    by_site = _kept_by_site(model, nodes)
-    hook_names = {site.hook_name for site, _ in by_site.values()}
-    width = SNIPPET_BEFORE + 1 + SNIPPET_AFTER
-    offsets = torch.arange(width)
-    # per site: running best scores [k, n], windows of token ids [k, n, W] and activations [k, n, W]
-    best: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-    for rows in itertools.islice(iter_batches(corpus_tokens, batch_size, seed=seed), n_batches):
-        rows = rows.to(model.W_E.device)
-        _, cache = model.run_with_cache(rows, names_filter=lambda name: name in hook_names, return_type=None)
-        padded_ids = torch.nn.functional.pad(rows.cpu(), (SNIPPET_BEFORE, SNIPPET_AFTER), value=-1)  # [b, pos+W-1]
-        for name, (site, indices) in by_site.items():
-            act = _site_activations(cache, site, indices).cpu()  # [b, pos, n]
-            score, peak = act.abs().max(dim=1)  # [b, n]
-            starts = peak[..., None] + offsets  # [b, n, W] positions in the padded row
-            ids = padded_ids.gather(1, starts.flatten(1)).view_as(starts)
-            padded_act = torch.nn.functional.pad(act.transpose(1, 2), (SNIPPET_BEFORE, SNIPPET_AFTER))  # [b, n, pos+W-1]
-            window_act = padded_act.gather(2, starts)
-            if name in best:
-                old_score, old_ids, old_act = best[name]
-                score = torch.cat([old_score, score])
-                ids, window_act = torch.cat([old_ids, ids]), torch.cat([old_act, window_act])
-            k = min(n_snippets, score.shape[0])
-            top = score.topk(k, dim=0).indices  # [k, n]
-            best[name] = (score.gather(0, top), ids.gather(0, top[..., None].expand(-1, -1, width)),
-                          window_act.gather(0, top[..., None].expand(-1, -1, width)))
-    out: dict[str, list[dict]] = {}
-    for name, (site, indices) in by_site.items():
-        score, ids, act = best[name]
-        for j, index in enumerate(indices):
-            snippets = []
-            for s in range(score.shape[0]):
-                keep = ids[s, j] >= 0
-                snippet_ids, snippet_act = ids[s, j][keep].tolist(), _round(act[s, j][keep])
-                peak = SNIPPET_BEFORE - int((~keep[:SNIPPET_BEFORE]).sum())
-                snippets.append({"ids": snippet_ids, "acts": snippet_act, "peak": peak, "value": snippet_act[peak]})
-            out[site.node(index).name] = snippets
-    return out
+def _sources(edges: list["Edge"]) -> list[dict]:
+    """The edges' sources outside the blocks, ``{"name", "kind", "id"}`` (``embed:<token id>``,
+    ``pos:<position>``, ``bigram:<token id>``), each kind in id order."""
+    order = {"embed": 0, "pos": 1, "bigram": 2}
+    ends = {tuple(e.src.split(":")) for e in edges if e.src.split(":")[0] in order}
+    return [{"name": f"{kind}:{i}", "kind": kind, "id": int(i)}
+            for kind, i in sorted(ends, key=lambda end: (order[end[0]], int(end[1])))]
 
 
 def _layout_rows(model: "HookedSparseTransformer", nodes: list[Node]) -> list[dict]:
     """The page's rows, top to bottom in forward order: per layer the attention read, Q/K/V grouped
     by head, the attention write, the MLP read, the neurons and the MLP write (empty rows omitted)."""
-    by_site = _kept_by_site(model, nodes)
+    sites = by_site(model, nodes)
 
     def names(layer: int, kind: NodeKind) -> list[str]:
-        site, indices = by_site.get(f"L{layer}.{kind.value}", (None, []))
+        site, indices = sites.get(f"L{layer}.{kind.value}", (None, []))
         return [site.node(i).name for i in indices] if site else []
 
     rows = []
@@ -254,19 +178,23 @@ def viewer_data(
         circuit: the circuit.
         task: the task (object or name) whose prompts are shown; default the circuit's own task.
         n_prompts: task prompts shown per node (whole A/B pairs: ``max(1, n_prompts // 2)`` pairs).
-        corpus_tokens: ``[n_seq, n_ctx]`` pretraining rows for top-activating snippets; None: none.
-        n_snippets: snippets per node.
-        corpus_rows: corpus rows scanned for snippets (see :func:`circuit_snippets`).
+        corpus_tokens: ``[n_seq, seq_len]`` pretraining rows (``seq_len <= n_ctx``) for top-activating
+            snippets; None: none.
+        n_snippets: snippets per node (:func:`~sparselens.viz.analysis.top_activations`: largest
+            ``|activation|``, at most one per row).
+        corpus_rows: how many corpus rows (drawn at random with ``seed``) are scanned for snippets.
         selected: a circuit node whose panel is open when the page loads.
         seed: seed of the task prompts and of the corpus sample.
 
     Returns:
-        ``header`` (task, losses, node/edge counts, edge counts by kind, ablation, norm freezing,
-        model shape), ``rows`` (layer-by-layer layout, Q/K/V grouped by head), ``nodes`` (per node:
-        site, kind, role, head, channel, activations on each prompt in the full model and in the
-        circuit ``[prompt][token]``, their correlation, snippets, incoming/outgoing edge indices),
-        ``edges`` (``kind``, ``src``, ``dst``, ``weight`` as :meth:`Circuit.edges` gives them),
-        ``prompts``, ``targets`` (unembedding ends) and ``vocab`` (id -> token string).
+        ``header`` (task, losses, node/edge counts, edge counts by kind, residual links, ablation,
+        norm freezing, model shape), ``rows`` (layer-by-layer layout, Q/K/V grouped by head),
+        ``nodes`` (per node: site, kind, role, head, channel, activations on each prompt in the full
+        model and in the circuit ``[prompt][token]``, their correlation, snippets, incoming/outgoing
+        edge indices, residual link indices), ``edges`` (``kind``, ``src``, ``dst``, ``weight`` as
+        :meth:`Circuit.edges` gives them), ``residual_links`` (``[write, read]`` node pairs, not
+        edges), ``prompts``, ``sources`` (embedding, position and bigram ends of edges),
+        ``targets`` (unembedding ends) and ``vocab`` (id -> token string).
 
     Raises:
         ValueError: the circuit belongs to a different model, or ``selected`` is not in the circuit.
@@ -281,12 +209,14 @@ def viewer_data(
             raise ValueError(f"node {selected!r} is not in this circuit; its {len(names)} nodes include {names[:4]}")
     task = _resolve_task(model, circuit, task)
     edges = circuit.edges(model)
-    prompts, acts, used = _prompt_activations(model, circuit, task, nodes, n_prompts, seed)
-    snippets = circuit_snippets(model, nodes, corpus_tokens, n_snippets, corpus_rows, seed=seed) if (
+    links = circuit.residual_link_pairs(model)
+    prompts, acts = _prompt_activations(model, circuit, task, nodes, n_prompts, seed)
+    snippets = _snippets(model, nodes, corpus_tokens, n_snippets, corpus_rows, seed) if (
         corpus_tokens is not None and n_snippets > 0) else {}
-    for found in snippets.values():
-        for s in found:
-            used.update(s["ids"])
+    sources = _sources(edges)
+    used = {t for p in prompts for t in (*p["ids"], p["correct"], p["wrong"])}
+    used.update(t for found in snippets.values() for s in found for t in s["ids"])
+    used.update(s["id"] for s in sources if s["kind"] != "pos")
     used.update(circuit.target_ids)
 
     records: dict[str, dict] = {}
@@ -295,7 +225,7 @@ def viewer_data(
             "name": node.name, "site": node.site.name, "hook": node.site.hook_name, "layer": node.site.layer,
             "kind": node.site.kind.value, "role": node.site.kind.role, "head": node.head,
             "channel": node.index % node.site.channel_shape[-1], "index": node.index,
-            "act": acts[node.name], "snippets": snippets.get(node.name, []), "in": [], "out": [],
+            "act": acts[node.name], "snippets": snippets.get(node.name, []), "in": [], "out": [], "links": [],
         }
     edge_records = []
     for i, e in enumerate(edges):
@@ -304,6 +234,9 @@ def viewer_data(
             records[e.src]["out"].append(i)
         if e.dst in records:
             records[e.dst]["in"].append(i)
+    for i, pair in enumerate(links):
+        for end in pair:
+            records[end]["links"].append(i)
 
     vocab_ids = sorted(used)
     strings = model.to_str_tokens(torch.tensor(vocab_ids, dtype=torch.long)) if vocab_ids else []
@@ -311,16 +244,17 @@ def viewer_data(
     header = {
         "task": circuit.task, "prompts_task": getattr(task, "name", circuit.task), "losses": dict(circuit.losses),
         "loss_split": circuit.loss_split, "n_nodes": circuit.n_nodes, "n_edges": circuit.n_edges,
-        "edge_counts": dict(circuit.edge_counts), "ablation": circuit.ablation, "freeze_norms": circuit.freeze_norms,
-        "seed": circuit.seed, "model_fingerprint": circuit.model_fingerprint, "model_nodes": model.node_registry.n_nodes,
+        "edge_counts": dict(circuit.edge_counts), "residual_links": circuit.residual_links,
+        "ablation": circuit.ablation, "freeze_norms": circuit.freeze_norms, "seed": circuit.seed,
+        "model_fingerprint": circuit.model_fingerprint, "model_nodes": model.node_registry.n_nodes,
         "model": {"n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads, "d_head": cfg.d_head,
                   "d_mlp": cfg.d_mlp, "d_vocab": cfg.d_vocab},
         "snippets": bool(snippets),
     }
     return {
         "schema": DATA_SCHEMA, "version": DATA_VERSION, "header": header, "rows": _layout_rows(model, nodes),
-        "nodes": records, "edges": edge_records, "prompts": prompts,
-        "targets": [{"id": t, "name": f"unembed:{t}"} for t in circuit.target_ids],
+        "nodes": records, "edges": edge_records, "residual_links": [list(pair) for pair in links], "prompts": prompts,
+        "sources": sources, "targets": [{"id": t, "name": f"unembed:{t}"} for t in circuit.target_ids],
         "vocab": {str(i): s for i, s in zip(vocab_ids, strings, strict=True)}, "selected": selected,
     }
 
@@ -387,4 +321,17 @@ def write_viewer(
     Example:
         >>> write_viewer(model, circuit, "circuit.html", corpus_tokens=load_corpus(split="val"))  # doctest: +SKIP
     """
-    return CircuitView(viewer_data(model, circuit, task, **kwargs)).save(path)
+    return show_circuit(model, circuit, task, **kwargs).save(path)
+
+
+def show_circuit(
+    model: "HookedSparseTransformer", circuit: "Circuit", task: Union["Task", str, None] = None, **kwargs: Any
+) -> CircuitView:
+    """The viewer page for ``circuit``, shown inline when it is a Jupyter cell's value (``.save(path)`` writes it).
+
+    ``kwargs`` go to :func:`viewer_data` (``n_prompts``, ``corpus_tokens``, ``selected``, ...).
+
+    Example:
+        >>> show_circuit(model, circuit, task)  # doctest: +SKIP
+    """
+    return CircuitView(viewer_data(model, circuit, task, **kwargs))

@@ -3,9 +3,11 @@
  * Reads the JSON made by sparselens.viz.viewer.viewer_data from the page's "sparselens-data" block
  * and draws: a header (task, losses, nodes/edges, ablation, norm freezing), the circuit layer by
  * layer (one SVG row per node site, Q/K/V grouped by head; edges coloured by sign, width by
- * |weight| relative to the largest edge of the same kind) and a side panel for the hovered or
- * clicked node (activations on task prompts in the full model and in the circuit, top corpus
- * snippets, incoming and outgoing edges). Every node is a <circle class="node" data-node="NAME">.
+ * |weight| relative to the largest edge of the same kind; q-k pairings and residual links, which
+ * are not weights, in lighter styles of their own) and a side panel for the hovered or clicked
+ * node (activations on task prompts in the full model and in the circuit, top corpus snippets,
+ * incoming and outgoing edges, residual links). Every node is a <circle class="node"
+ * data-node="NAME">, every edge a <path class="edge">, every residual link a <path class="link-path">.
  */
 (function () {
   "use strict";
@@ -17,6 +19,9 @@
   var R = 6;            // node radius
   var MAX_EDGES_LISTED = 60;
   var RESIDUAL_KINDS = { attn_in: 1, attn_out: 1, mlp_in: 1, mlp_out: 1 };
+  var TICK = 12;        // widest spacing of the embedding row's ticks (one per token or position)
+  // edge sources outside the blocks, one segment of ticks per kind in the top row (edge names "kind:id")
+  var SOURCE_LABELS = { embed: "token embedding", pos: "positions", bigram: "bigram table" };
 
   var app = document.getElementById("app");
   var data;
@@ -31,9 +36,12 @@
 
   var nodes = data.nodes;
   var edges = data.edges;
-  var pos = {};          // node or terminal name -> {x, y}
+  var links = data.residual_links;
+  var pos = {};          // node, source or target name -> {x, y}
   var circles = {};      // node name -> circle element
   var edgePaths = [];    // index -> path element
+  var linkPaths = [];    // index -> path element
+  var segments = [];     // one per kind of data.sources present: {kind, sources, x0, x1}
   var pinned = null;
   var shown = null;
 
@@ -61,9 +69,10 @@
     return s.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
   }
   function quoted(id) { return "\u2039" + tokText(id) + "\u203a"; }
+  // an edge end outside the blocks: "embed:<token>", "pos:<position>", "bigram:<token>", "unembed:<token>"
   function terminalLabel(name) {
-    if (name === "embed") return "embed";
-    return "unembed " + quoted(name.split(":")[1]);
+    var parts = name.split(":");
+    return parts[0] === "pos" ? "position " + parts[1] : parts[0] + " " + quoted(parts[1]);
   }
   // background colour of a token: blue for positive, red for negative, alpha by |a| / scale
   function actColor(a, scale) {
@@ -96,7 +105,8 @@
     chip("nodes", h.n_nodes + " of " + h.model_nodes);
     chip("edges", String(h.n_edges));
     chip("ablation", h.ablation);
-    chip("norms", h.freeze_norms ? "frozen" : "live");
+    chip("residual links", String(h.residual_links));
+    chip("norms", h.freeze_norms ? "frozen" : "free");
     var find = el("input", { id: "find", type: "search", placeholder: "find node, e.g. L0.neuron[3]" });
     find.addEventListener("keydown", function (ev) {
       if (ev.key !== "Enter") return;
@@ -106,8 +116,10 @@
     });
     chips.appendChild(find);
     box.appendChild(chips);
-    var kinds = Object.keys(h.edge_counts).map(function (k) { return k + " " + h.edge_counts[k]; });
-    box.appendChild(el("div", { class: "edge-kinds" }, "Edges by kind: " + kinds.join(" \u00b7 ") +
+    var kinds = Object.keys(h.edge_counts).filter(function (k) { return h.edge_counts[k]; })
+      .map(function (k) { return k + " " + h.edge_counts[k]; });
+    box.appendChild(el("div", { class: "edge-kinds" }, "Edges by kind: " + (kinds.join(" \u00b7 ") || "none") +
+      " (residual links are the stream's identity, not edges)" +
       (h.prompts_task !== h.task ? " \u00b7 prompts from task " + h.prompts_task : "")));
     var legend = el("div", { class: "legend" });
     [["read", "residual read"], ["write", "residual write"], ["q", "Q"], ["k", "K"], ["v", "V"], ["neuron", "neuron"]]
@@ -119,11 +131,10 @@
         s.appendChild(document.createTextNode(p[1]));
         legend.appendChild(s);
       });
-    [["pos", "positive weight"], ["neg", "negative weight"]].forEach(function (p) {
+    [["pos", "positive weight"], ["neg", "negative weight"], ["qk", "q-k pairing (no weight)"],
+      ["link", "residual link (identity, not an edge)"]].forEach(function (p) {
       var s = el("span");
-      var bar = el("span", { class: "bar" });
-      bar.style.background = "var(--" + p[0] + ")";
-      s.appendChild(bar);
+      s.appendChild(el("span", { class: "bar " + p[0] }));
       s.appendChild(document.createTextNode(p[1]));
       legend.appendChild(s);
     });
@@ -147,11 +158,23 @@
       row.groups.forEach(function (g) { n += g.nodes.length; });
       return n * DX + (row.groups.length - 1) * DX;
     }
-    var inner = Math.max(channelList.length * DX, data.targets.length * 90, 120);
+    ["embed", "pos", "bigram"].forEach(function (kind) {
+      var found = data.sources.filter(function (s) { return s.kind === kind; });
+      if (found.length) segments.push({ kind: kind, sources: found });
+    });
+    var gaps = 3 * DX * Math.max(0, segments.length - 1);
+    var inner = Math.max(channelList.length * DX, data.targets.length * 90, 3 * data.sources.length + gaps, 120);
     data.rows.forEach(function (row) { inner = Math.max(inner, rowWidth(row)); });
     var width = LEFT + inner + 40;
 
-    pos.embed = { x: LEFT + inner / 2, y: 30 };
+    var step = Math.min(TICK, (inner - gaps) / Math.max(1, data.sources.length));
+    var xs = LEFT + (inner - step * data.sources.length - gaps) / 2 + step / 2;
+    segments.forEach(function (seg) {
+      seg.x0 = xs;
+      seg.sources.forEach(function (s) { pos[s.name] = { x: xs, y: 38, r: 5, w: Math.max(1.5, Math.min(6, step - 1)) }; xs += step; });
+      seg.x1 = xs - step;
+      xs += 3 * DX;
+    });
     data.rows.forEach(function (row, r) {
       var y = 30 + ROW_H * (r + 1);
       row.y = y;
@@ -170,14 +193,18 @@
     });
     var yOut = 30 + ROW_H * (data.rows.length + 1);
     data.targets.forEach(function (t, i) {
-      pos[t.name] = { x: LEFT + (inner - data.targets.length * 90) / 2 + 45 + i * 90, y: yOut };
+      pos[t.name] = { x: LEFT + (inner - data.targets.length * 90) / 2 + 45 + i * 90, y: yOut, r: 10 };
     });
     return { width: width, height: yOut + 40 };
   }
 
-  function edgePath(e) {
-    var a = pos[e.src], b = pos[e.dst];
-    var y0 = a.y + (e.src === "embed" ? 10 : R), y1 = b.y - (e.dst.indexOf("unembed:") === 0 ? 10 : R);
+  function edgePath(src, dst) {
+    var a = pos[src], b = pos[dst];
+    if (a.y === b.y) { // q-k: K and Q of one head, an arc above their row
+      var top = a.y - R - 4 - Math.min(24, Math.abs(b.x - a.x) / 3);
+      return "M" + a.x + "," + (a.y - R) + " C" + a.x + "," + top + " " + b.x + "," + top + " " + b.x + "," + (b.y - R);
+    }
+    var y0 = a.y + (a.r || R), y1 = b.y - (b.r || R);
     var span = Math.round((b.y - a.y) / ROW_H);
     var bow = span > 1 && Math.abs(a.x - b.x) < DX ? 6 + 5 * span : 0; // keep long vertical edges off the rows between
     var my = (y1 - y0) * 0.45;
@@ -195,22 +222,43 @@
         if (g.label) root.appendChild(svg("text", { class: "group-label", x: (g.x0 + g.x1) / 2, y: row.y + 20, "text-anchor": "middle" }, g.label));
       });
     });
-    root.appendChild(svg("text", { class: "row-label", x: 8, y: pos.embed.y + 4 }, "embedding"));
+    if (segments.length) root.appendChild(svg("text", { class: "row-label", x: 8, y: 42 }, "embedding"));
     if (data.targets.length) root.appendChild(svg("text", { class: "row-label", x: 8, y: pos[data.targets[0].name].y + 4 }, "unembedding"));
 
     var maxByKind = {};
     edges.forEach(function (e) { maxByKind[e.kind] = Math.max(maxByKind[e.kind] || 0, Math.abs(e.weight)); });
     var edgeLayer = svg("g", { class: "edges" });
+    links.forEach(function (pair, i) {
+      var p = svg("path", { class: "link-path", d: edgePath(pair[0], pair[1]) });
+      p.appendChild(svg("title", {}, pair[0] + " \u2192 " + pair[1] + " (residual link: the same channel, identity)"));
+      linkPaths[i] = p;
+      edgeLayer.appendChild(p);
+    });
     edges.forEach(function (e, i) {
       var w = maxByKind[e.kind] ? Math.abs(e.weight) / maxByKind[e.kind] : 0;
-      var p = svg("path", { class: "edge " + (e.weight >= 0 ? "pos" : "neg"), d: edgePath(e), "stroke-width": (0.5 + 3.5 * w).toFixed(2) });
-      p.appendChild(svg("title", {}, e.src + " \u2192 " + e.dst + " (" + e.kind + ") " + fmt(e.weight)));
+      var cls = "edge " + (e.kind === "q-k" ? "qk" : e.weight >= 0 ? "pos" : "neg") + (nodes[e.src] ? "" : " input");
+      var p = svg("path", { class: cls, d: edgePath(e.src, e.dst), "stroke-width": (0.5 + 3.5 * w).toFixed(2) });
+      var ends = (nodes[e.src] ? e.src : terminalLabel(e.src)) + " \u2192 " + (nodes[e.dst] ? e.dst : terminalLabel(e.dst));
+      p.appendChild(svg("title", {}, ends + " (" + e.kind + ") " + fmt(e.weight)));
       edgePaths[i] = p;
       edgeLayer.appendChild(p);
     });
     root.appendChild(edgeLayer);
 
-    ["embed"].concat(data.targets.map(function (t) { return t.name; })).forEach(function (name) {
+    segments.forEach(function (seg) {
+      var g = svg("g", { class: "source", "data-source": seg.kind });
+      g.appendChild(svg("text", { x: (seg.x0 + seg.x1) / 2, y: 22, "text-anchor": "middle" },
+        SOURCE_LABELS[seg.kind] + " (" + seg.sources.length + ")"));
+      seg.sources.forEach(function (s) {
+        var p = pos[s.name];
+        var tick = svg("rect", { x: p.x - p.w / 2, y: p.y - p.r, width: p.w, height: 2 * p.r });
+        tick.appendChild(svg("title", {}, terminalLabel(s.name)));
+        g.appendChild(tick);
+      });
+      root.appendChild(g);
+    });
+    data.targets.forEach(function (t) {
+      var name = t.name;
       var g = svg("g", { class: "terminal", "data-terminal": name });
       var label = terminalLabel(name);
       var w = Math.max(54, 7 * label.length + 12);
@@ -248,6 +296,10 @@
       edgePaths[i].classList.add("hot");
       [edges[i].src, edges[i].dst].forEach(function (m) { if (circles[m]) circles[m].classList.add("hot"); });
     });
+    n.links.forEach(function (i) {
+      linkPaths[i].classList.add("hot");
+      links[i].forEach(function (m) { circles[m].classList.add("hot"); });
+    });
   }
 
   function pin(name) {
@@ -275,6 +327,12 @@
     return row;
   }
 
+  function nodeLink(name) {
+    var a = el("span", { class: "link", "data-goto": name }, name);
+    a.addEventListener("click", function () { pin(name); circles[name].scrollIntoView({ block: "nearest", inline: "nearest" }); });
+    return a;
+  }
+
   function edgeTable(indices, end) {
     var box = el("div");
     if (!indices.length) { box.appendChild(el("div", { class: "more" }, "none")); return box; }
@@ -285,9 +343,7 @@
       var tr = el("tr");
       var td = el("td");
       if (nodes[other]) {
-        var a = el("span", { class: "link", "data-goto": other }, other);
-        a.addEventListener("click", function () { pin(other); circles[other].scrollIntoView({ block: "nearest", inline: "nearest" }); });
-        td.appendChild(a);
+        td.appendChild(nodeLink(other));
       } else {
         td.textContent = terminalLabel(other);
       }
@@ -343,6 +399,17 @@
     panel.appendChild(edgeTable(n["in"], "src"));
     panel.appendChild(el("h3", {}, "Outgoing edges (" + n.out.length + ")"));
     panel.appendChild(edgeTable(n.out, "dst"));
+
+    panel.appendChild(el("h3", {}, "Residual links (" + n.links.length + ")"));
+    var linked = el("div", { class: "links" });
+    if (!n.links.length) linked.appendChild(el("span", { class: "more" }, "none"));
+    n.links.forEach(function (i) {
+      var other = links[i][0] === name ? links[i][1] : links[i][0];
+      linked.appendChild(el("span", { class: "more" }, links[i][0] === name ? "read by " : "written by "));
+      linked.appendChild(nodeLink(other));
+      linked.appendChild(document.createTextNode(" "));
+    });
+    panel.appendChild(linked);
   }
 
   // ------------------------------------------------------------------ page
