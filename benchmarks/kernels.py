@@ -14,6 +14,11 @@ CPU (small shapes, fp32; a few minutes on two cores):
 
     python benchmarks/kernels.py --small
 
+AbsTopK alone at the training shapes ([4096, d], d in {256, 1024}, k = d/4; fp32 and bf16),
+forward and forward + backward, against ``torch.topk`` + ``scatter`` (target on CPU: >= 4x):
+
+    python benchmarks/kernels.py --abstopk --threads 2
+
 Timing on GPU uses ``triton.testing.do_bench`` (median); on CPU a median over repetitions.
 """
 
@@ -174,9 +179,42 @@ def run(shapes: Shapes, device: torch.device, reps: int) -> None:
         print(f"  d={d}: {c}")
 
 
+def replication_abstopk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """AbsTopK as the public replication writes it."""
+    idx = torch.topk(x.abs(), k, dim=-1).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+def run_abstopk(device: torch.device, reps: int, n_rows: int = 4096) -> None:
+    """AbsTopK (the dispatcher's pick) vs ``torch.topk`` + ``scatter``: forward, forward + backward."""
+    print(f"device: {device}, threads: {torch.get_num_threads()}, {n_rows} rows, k = d/4\n")
+    print("| dtype | shape | pass | sparselens (ms) | torch.topk+scatter (ms) | speed-up |")
+    print("|---|---|---|---:|---:|---:|")
+    gen = torch.Generator(device=device).manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        for d in (256, 1024):
+            x = torch.randn(n_rows, d, device=device, generator=gen).to(dtype).requires_grad_()
+            g = torch.randn(n_rows, d, device=device, generator=gen).to(dtype)
+            k = d // 4
+            if dtype == torch.float32:  # no ties in continuous fp32 rows: the same selection
+                with torch.no_grad():
+                    assert torch.equal(kernels.abstopk(x, k) != 0, replication_abstopk(x, k) != 0)
+
+            def fwd_bwd(fn):
+                return lambda: torch.autograd.grad(fn(x, k), x, g)
+
+            with torch.no_grad():
+                fwd = bench([lambda: kernels.abstopk(x, k), lambda: replication_abstopk(x, k)], device, reps)
+            both = bench([fwd_bwd(kernels.abstopk), fwd_bwd(replication_abstopk)], device, reps)
+            for name, (ours, base) in (("forward", fwd), ("forward + backward", both)):
+                print(f"| {str(dtype).removeprefix('torch.')} | {n_rows}x{d} | {name} | {ours * 1e3:.2f} | "
+                      f"{base * 1e3:.2f} | {base / ours:.1f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="small fp32 shapes for a CPU run")
+    parser.add_argument("--abstopk", action="store_true", help="only AbsTopK, at the training shapes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=7, help="repetitions per timing on CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -184,7 +222,10 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    run(SMALL if args.small else FULL, device, args.reps)
+    if args.abstopk:
+        run_abstopk(device, args.reps)
+    else:
+        run(SMALL if args.small else FULL, device, args.reps)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,22 @@ def rms(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def forward(sd: dict, beeg: dict, tokens: torch.Tensor, eps: float) -> torch.Tensor:
-    """Logits [batch pos vocab] of a released-format checkpoint."""
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
+
+
+def forward(sd: dict, beeg: dict, tokens: torch.Tensor, eps: float, cache: dict | None = None) -> torch.Tensor:
+    """Logits [batch pos vocab] of a released-format checkpoint.
+
+    ``cache``, if given, is filled with this forward's own intermediates, keyed ``(layer, name)``:
+    ``attn_in``, ``q``/``k``/``v`` (after AbsTopK) and ``z`` [batch pos head d_head], ``scores``
+    (scaled, -inf on future keys) and ``weights`` [batch head query key], ``sink`` [batch head
+    query] when the model has a sink, ``attn_out``, ``mlp_in``, ``mlp_pre`` (before the
+    activation), ``mlp_post`` (after it and AbsTopK), ``mlp_out`` and ``resid_post``.
+    """
     sites = set(beeg.get("afrac_loctypes", "").split(","))
     afrac = beeg.get("afrac")
+    act_fn = ACTIVATIONS[beeg.get("activation_type", "gelu")]
+    cache = {} if cache is None else cache
 
     def sparsify(x, site):
         return abstopk_by_sort(x, int(afrac * x.shape[-1])) if afrac and site in sites else x
@@ -44,23 +56,40 @@ def forward(sd: dict, beeg: dict, tokens: torch.Tensor, eps: float) -> torch.Ten
     for layer in range(beeg["n_layer"]):
         p = f"transformer.h.{layer}."
         h = sparsify(rms(x, sd[p + "ln_1.weight"], eps), "attn_in")
+        cache[layer, "attn_in"] = h
         qkv = F.linear(h, sd[p + "attn.c_attn.weight"], sd.get(p + "attn.c_attn.bias"))
         q, k, v = qkv.split(n_head * d_head, dim=-1)
         q, k, v = (sparsify(t, s).view(batch, n_pos, n_head, d_head).transpose(1, 2)
                    for t, s in ((q, "attn_q"), (k, "attn_k"), (v, "attn_v")))
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            cache[layer, name] = t.transpose(1, 2)  # [batch pos head d_head]
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(d_head)
         scores = scores.masked_fill(future, float("-inf"))
+        cache[layer, "scores"] = scores
         if beeg.get("sink"):
             sink = sd[p + "attn.attn_imp.sink_logit"].view(1, n_head, 1, 1).expand(batch, n_head, n_pos, 1)
-            weights = torch.cat([sink, scores], dim=-1).softmax(-1)[..., 1:]
+            with_sink = torch.cat([sink, scores], dim=-1).softmax(-1)
+            cache[layer, "sink"] = with_sink[..., 0]
+            weights = with_sink[..., 1:]
         else:
             weights = scores.softmax(-1)
-        y = (weights @ v).transpose(1, 2).reshape(batch, n_pos, n_head * d_head)
-        x = x + sparsify(F.linear(y, sd[p + "attn.c_proj.weight"], sd.get(p + "attn.c_proj.bias")), "attn_out")
+        cache[layer, "weights"] = weights
+        z = (weights @ v).transpose(1, 2)  # [batch pos head d_head]
+        cache[layer, "z"] = z
+        y = z.reshape(batch, n_pos, n_head * d_head)
+        attn_out = sparsify(F.linear(y, sd[p + "attn.c_proj.weight"], sd.get(p + "attn.c_proj.bias")), "attn_out")
+        cache[layer, "attn_out"] = attn_out
+        x = x + attn_out
         h = sparsify(rms(x, sd[p + "ln_2.weight"], eps), "mlp_in")
-        act = F.gelu(F.linear(h, sd[p + "mlp.c_fc.weight"], sd.get(p + "mlp.c_fc.bias")))
-        act = sparsify(act, "mlp_neuron")
-        x = x + sparsify(F.linear(act, sd[p + "mlp.c_proj.weight"], sd.get(p + "mlp.c_proj.bias")), "mlp_out")
+        cache[layer, "mlp_in"] = h
+        pre = F.linear(h, sd[p + "mlp.c_fc.weight"], sd.get(p + "mlp.c_fc.bias"))
+        cache[layer, "mlp_pre"] = pre
+        act = sparsify(act_fn(pre), "mlp_neuron")
+        cache[layer, "mlp_post"] = act
+        mlp_out = sparsify(F.linear(act, sd[p + "mlp.c_proj.weight"], sd.get(p + "mlp.c_proj.bias")), "mlp_out")
+        cache[layer, "mlp_out"] = mlp_out
+        x = x + mlp_out
+        cache[layer, "resid_post"] = x
     x = rms(x, sd["transformer.ln_f.weight"], eps)
     logits = x @ sd.get("lm_head.weight", sd["transformer.wte.weight"]).T
     logits = logits + sd.get("final_logits_bias", 0)
@@ -121,7 +150,7 @@ def export_to_released(model) -> tuple[dict, dict]:
     beeg = {
         "n_layer": cfg.n_layers, "n_head": cfg.n_heads, "d_head": cfg.d_head, "afrac": cfg.afrac,
         "afrac_loctypes": ",".join(RELEASED_SITE_NAMES[s] for s in cfg.abstopk_sites),
-        "sink": cfg.attn_sink, "enable_bigram_table": cfg.bigram_table,
+        "sink": cfg.attn_sink, "enable_bigram_table": cfg.bigram_table, "activation_type": cfg.act_fn,
     }
     sd = {"transformer.wte.weight": model.W_E, "transformer.ln_f.weight": model.ln_final.w,
           "lm_head.weight": model.W_U.T, "final_logits_bias": model.b_U}
@@ -134,13 +163,14 @@ def export_to_released(model) -> tuple[dict, dict]:
         # From the TransformerLens-shaped views, so the test checks those too.
         to_rows = lambda W: W.permute(0, 2, 1).reshape(cfg.n_heads * cfg.d_head, cfg.d_model)  # noqa: E731
         sd[p + "attn.c_attn.weight"] = torch.cat([to_rows(block.attn.W_Q), to_rows(block.attn.W_K), to_rows(block.attn.W_V)])
-        sd[p + "attn.c_attn.bias"] = torch.cat([block.attn.b_Q.flatten(), block.attn.b_K.flatten(), block.attn.b_V.flatten()])
         sd[p + "attn.c_proj.weight"] = block.attn.W_O.reshape(-1, cfg.d_model).T
-        sd[p + "attn.c_proj.bias"] = block.attn.b_O
         sd[p + "mlp.c_fc.weight"] = block.mlp.W_in.T
-        sd[p + "mlp.c_fc.bias"] = block.mlp.b_in
         sd[p + "mlp.c_proj.weight"] = block.mlp.W_out.T
-        sd[p + "mlp.c_proj.bias"] = block.mlp.b_out
+        if cfg.use_bias:  # without biases the keys are absent, as in a bias=False nanoGPT checkpoint
+            sd[p + "attn.c_attn.bias"] = torch.cat([block.attn.b_Q.flatten(), block.attn.b_K.flatten(), block.attn.b_V.flatten()])
+            sd[p + "attn.c_proj.bias"] = block.attn.b_O
+            sd[p + "mlp.c_fc.bias"] = block.mlp.b_in
+            sd[p + "mlp.c_proj.bias"] = block.mlp.b_out
         sd[p + "ln_1.weight"] = block.ln1.w
         sd[p + "ln_2.weight"] = block.ln2.w
         if cfg.attn_sink:

@@ -1,5 +1,6 @@
-"""Kernels: every Triton kernel (under TRITON_INTERPRET=1 on CPU) against its torch reference, the
-references against brute-force definitions, the dispatcher, SparseLinear, and hostile inputs.
+"""Kernels: every Triton kernel (under TRITON_INTERPRET=1 on CPU) and numba CPU kernel against its
+torch reference, the references against brute-force definitions, the dispatcher, SparseLinear, and
+hostile inputs.
 
 Selections (abstopk, weight_topk_mask) must match exactly; arithmetic within the stated tolerances.
 Shapes are tiny because the interpreter runs each Triton program in Python.
@@ -10,18 +11,21 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
 
 import logging  # noqa: E402
+import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from conftest import randomize, tiny_config  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sparselens import HookedSparseTransformer, kernels  # noqa: E402
 from sparselens.kernels import dispatch, ops, reference  # noqa: E402
 from sparselens.kernels.csr import CSRWeight  # noqa: E402
 from sparselens.kernels.sparsify import CPU_CSR_MAX_DENSITY  # noqa: E402
-
-from conftest import randomize, tiny_config  # noqa: E402
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -46,30 +50,45 @@ def tied_values(shape, seed=0, dtype=torch.float32) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- brute-force definitions
+def magnitude_order(v: float) -> tuple[int, float]:
+    """Sort key of one value, largest magnitude first: NaNs (all equal), then by -|v|."""
+    return (0, 0.0) if math.isnan(v) else (1, -abs(v))
+
+
 def brute_abstopk_mask(x: torch.Tensor, k: int) -> torch.Tensor:
+    """A stable sort of each row by (NaN first, -|x|, index), first k kept."""
     rows = x.reshape(-1, x.shape[-1]).double()
     out = torch.zeros(rows.shape, dtype=torch.bool)
     for r, row in enumerate(rows.tolist()):
-        for j in sorted(range(len(row)), key=lambda j: (-abs(row[j]), j))[:k]:
+        for j in sorted(range(len(row)), key=lambda j: (*magnitude_order(row[j]), j))[:k]:
             out[r, j] = True
     return out.view(x.shape)
 
 
 def brute_weight_topk_mask(w: torch.Tensor, k: int, floor: int, floor_dim: int) -> torch.Tensor:
-    mag = w.double().abs().tolist()
+    mag = [[magnitude_order(v) for v in row] for row in w.double().tolist()]  # smaller sorts first
     n_rows, n_cols = w.shape
     keep = torch.zeros(n_rows, n_cols, dtype=torch.bool)
     slices = range(n_rows) if floor_dim == 0 else range(n_cols)
     for s in slices:
         cells = [(s, j) for j in range(n_cols)] if floor_dim == 0 else [(i, s) for i in range(n_rows)]
-        order = sorted(range(len(cells)), key=lambda t: (-mag[cells[t][0]][cells[t][1]], t))
+        order = sorted(range(len(cells)), key=lambda t: (mag[cells[t][0]][cells[t][1]], t))
         for t in order[:floor]:
             keep[cells[t]] = True
     rest = [(i, j) for i in range(n_rows) for j in range(n_cols) if not keep[i, j]]
-    rest.sort(key=lambda ij: (-mag[ij[0]][ij[1]], ij[0] * n_cols + ij[1]))
+    rest.sort(key=lambda ij: (mag[ij[0]][ij[1]], ij[0] * n_cols + ij[1]))
     for ij in rest[: max(0, k - int(keep.sum()))]:
         keep[ij] = True
     return keep
+
+
+def with_specials(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``x`` with about a fifth of its entries set to NaN, -NaN, +inf or -inf."""
+    x = x.clone()
+    which = torch.randint(0, 20, x.shape, generator=gen(seed))
+    for code, value in enumerate((float("nan"), -float("nan"), float("inf"), -float("inf"))):
+        x[which == code] = value
+    return x
 
 
 # ----------------------------------------------------------------------------- references vs brute force
@@ -78,6 +97,19 @@ def test_abstopk_reference_matches_brute_force():
         x = tied_values((4, 7), seed)
         for k in range(8):
             assert torch.equal(reference.abstopk_mask(x, k), brute_abstopk_mask(x, k)), (seed, k)
+            specials = with_specials(x, seed)
+            assert torch.equal(reference.abstopk_mask(specials, k), brute_abstopk_mask(specials, k)), (seed, k)
+
+
+def test_nan_counts_as_the_largest_magnitude():
+    """NaN (either sign) ranks above +-inf, NaNs tie with each other; the lowest index wins ties."""
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[1.0, nan, -inf, 2.0, -nan, inf, nan]])
+    for k, kept in [(1, [1]), (3, [1, 4, 6]), (4, [1, 2, 4, 6]), (5, [1, 2, 4, 5, 6]), (6, [1, 2, 3, 4, 5, 6])]:
+        expected = torch.zeros(1, 7, dtype=torch.bool)
+        expected[0, kept] = True
+        assert torch.equal(reference.abstopk_mask(x, k), expected), k
+        assert torch.equal(reference.abstopk_mask(x.to(torch.bfloat16), k), expected), k
 
 
 @pytest.mark.parametrize("select", ["_topk_mask", "_topk_mask_branch_free"])
@@ -85,9 +117,22 @@ def test_both_topk_paths_match_brute_force_on_mixed_rows(select):
     """The CPU path (torch.topk, tie rule only where a tie was cut) and the device path agree."""
     for seed in range(5):
         x = torch.cat([tied_values((3, 2, 9), seed), torch.randn(3, 2, 9, generator=gen(seed))], dim=1)
+        x = torch.cat([x, with_specials(x, seed)], dim=0)
         for k in range(1, 10):
-            got = getattr(reference, select)(x.abs(), k)
+            got = getattr(reference, select)(reference.magnitude_key(x), k)
             assert torch.equal(got, brute_abstopk_mask(x, k)), (seed, k)
+
+
+def test_magnitude_key_orders_like_the_magnitude():
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        values = torch.tensor([0.0, -0.0, 1e-30, -0.5, 0.5, 1.0, -3.0, 1e30, float("inf"), -float("inf")]).to(dtype)
+        key = reference.magnitude_key(values).tolist()
+        mag = values.double().abs().tolist()
+        for i in range(len(mag)):
+            for j in range(len(mag)):
+                assert (key[i] < key[j]) == (mag[i] < mag[j]) and (key[i] == key[j]) == (mag[i] == mag[j]), (dtype, i, j)
+        nan_keys = reference.magnitude_key(torch.tensor([float("nan"), -float("nan")]).to(dtype)).tolist()
+        assert nan_keys[0] == nan_keys[1] > max(key)
 
 
 @pytest.mark.parametrize("floor_dim", [0, 1])
@@ -112,6 +157,14 @@ def test_abstopk_triton_selects_like_reference(use_triton, dtype):
         out = kernels.abstopk(x, k)
         assert out.dtype == dtype
         assert torch.equal(out, reference.abstopk(x, k)), k
+
+
+def test_abstopk_triton_nan_and_inf(use_triton):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = with_specials(tied_values((6, 9), seed=7), seed=8).to(dtype)
+        for k in (1, 4, 8):
+            assert torch.equal(kernels.abstopk(x, k).isnan(), reference.abstopk(x, k).isnan()), (dtype, k)
+            assert torch.equal(kernels.abstopk(x, k).nan_to_num(), reference.abstopk(x, k).nan_to_num()), (dtype, k)
 
 
 def test_abstopk_triton_continuous_values_and_odd_width(use_triton):
@@ -275,6 +328,190 @@ def test_weight_topk_triton_non_contiguous(use_triton):
         assert torch.equal(got, reference.weight_topk_mask(w, 25, 3, floor_dim))
 
 
+# ----------------------------------------------------------------------------- numba CPU kernels
+NUMBA_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+
+
+@pytest.fixture
+def use_numba(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setenv("SPARSELENS_KERNELS", "numba")
+
+
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit (NaN == NaN with the same payload, -0.0 != 0.0)."""
+    int_dtype = reference.INT_VIEWS[a.dtype][0]
+    return a.dtype == b.dtype and torch.equal(a.contiguous().view(int_dtype), b.contiguous().view(int_dtype))
+
+
+def abstopk_cases(width: int, seed: int) -> dict[str, torch.Tensor]:
+    """Rows of every kind the selection must get right, ``[8, width]`` each (fp32)."""
+    n = 8
+    all_equal = torch.full((n, width), -1.5)
+    all_equal[::2] = 1.5  # equal magnitudes, both signs
+    return {
+        "continuous": torch.randn(n, width, generator=gen(seed)),
+        "ties": tied_values((n, width), seed),
+        "few values": torch.tensor([0.25, -0.25, 2.0, -2.0])[torch.randint(0, 4, (n, width), generator=gen(seed))],
+        "all equal": all_equal,
+        "zeros": torch.zeros(n, width),
+        "nan and inf": with_specials(torch.randn(n, width, generator=gen(seed)), seed),
+        "nan and inf, ties": with_specials(tied_values((n, width), seed), seed + 1),
+    }
+
+
+@pytest.mark.parametrize("dtype", NUMBA_DTYPES)
+@pytest.mark.parametrize("width", [7, 256, 1024])
+def test_abstopk_numba_selects_like_reference_and_brute_force(use_numba, dtype, width):
+    for kind, x in abstopk_cases(width, seed=width).items():
+        x = x.to(dtype)
+        brute_rows = x[:3] if width == 1024 else x  # the brute force is slow on wide rows
+        for k in sorted({0, 1, 2, width // 4, width // 2, width - 1, width}):
+            out = kernels.abstopk(x, k)
+            assert bits_equal(out, reference.abstopk(x, k)), (kind, k)
+            want = brute_abstopk_mask(brute_rows, k)
+            assert torch.equal(out[: len(brute_rows)] != 0, want & (brute_rows != 0)), (kind, k)
+            assert bits_equal(out[: len(brute_rows)], torch.where(want, brute_rows, torch.zeros((), dtype=dtype))), (kind, k)
+
+
+def test_abstopk_numba_k_equal_width_is_identity_and_k_zero_is_zeros(use_numba):
+    x = torch.randn(3, 5, generator=gen(90))
+    assert kernels.abstopk(x, 5) is x
+    assert torch.equal(kernels.abstopk(x, 0), torch.zeros(3, 5))
+
+
+def test_abstopk_numba_nan_rows(use_numba):
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[1.0, nan, -inf, 2.0, -nan, inf, nan]])
+    out = kernels.abstopk(x, 4)  # the three NaNs, then the first infinity
+    assert out[0, [1, 4, 6]].isnan().all() and out[0, 2] == -inf
+    assert torch.equal(out[0, [0, 3, 5]], torch.zeros(3))
+
+
+def test_abstopk_numba_batched_and_non_contiguous(use_numba):
+    x = torch.randn(2, 3, 4, 33, generator=gen(91))
+    assert bits_equal(kernels.abstopk(x, 9), reference.abstopk(x, 9))
+    base = tied_values((40, 30), seed=92)
+    for view in (base.T, base[:, ::3], base[::2].T[5:]):  # transposed, strided, offset
+        assert not view.is_contiguous()
+        assert bits_equal(kernels.abstopk(view, 4), reference.abstopk(view, 4))
+    empty = torch.zeros(0, 8)
+    assert kernels.abstopk(empty, 3).shape == (0, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_abstopk_numba_gradient_is_grad_times_mask(use_numba, dtype):
+    x = tied_values((6, 16), seed=93, dtype=dtype)
+    x[2] = 0  # kept entries that are exactly zero must still get their gradient
+    g = torch.randn(16, 6, generator=gen(94)).to(dtype).T  # a non-contiguous upstream gradient
+    xx = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad((kernels.abstopk(xx, 5) * g).sum(), xx)
+    assert bits_equal(grad, torch.where(brute_abstopk_mask(x, 5), g, torch.zeros((), dtype=dtype)))
+    xr = x.clone().requires_grad_()
+    (grad_ref,) = torch.autograd.grad((reference.abstopk(xr, 5) * g).sum(), xr)
+    assert bits_equal(grad, grad_ref)
+
+
+def test_abstopk_numba_gradcheck_float64(use_numba):
+    x = torch.randn(4, 3, 10, generator=gen(95), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: kernels.abstopk(t, 3), (x,))
+
+
+def test_abstopk_numba_deterministic_across_threads(use_numba):
+    x = torch.randn(64, 256, generator=gen(96)).to(torch.bfloat16)
+    want = reference.abstopk(x, 64)
+    threads_before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert bits_equal(kernels.abstopk(x, 64), want), n
+    finally:
+        torch.set_num_threads(threads_before)
+    results: list[torch.Tensor] = []
+
+    def work():
+        for _ in range(20):
+            results.append(kernels.abstopk(x, 64))
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert len(results) == 80 and all(bits_equal(r, want) for r in results)
+
+
+@pytest.mark.parametrize("floor_dim", [0, 1])
+def test_weight_topk_numba_selects_like_reference_and_brute_force(use_numba, floor_dim):
+    g = gen(97)
+    for trial in range(12):
+        n_rows, n_cols = (int(v) for v in torch.randint(1, 9, (2,), generator=g))
+        w = torch.randint(-3, 4, (n_rows, n_cols), generator=g).to(NUMBA_DTYPES[trial % 4])
+        if trial % 3 == 0:
+            w = with_specials(w, seed=trial)
+        floor = int(torch.randint(0, 4, (1,), generator=g))
+        for k in (0, 1, int(torch.randint(0, w.numel() + 1, (1,), generator=g)), w.numel() - 1, w.numel()):
+            got = kernels.weight_topk_mask(w, k, floor=floor, floor_dim=floor_dim)
+            assert torch.equal(got, reference.weight_topk_mask(w, k, floor, floor_dim)), (w, k, floor)
+            assert torch.equal(got, brute_weight_topk_mask(w, k, floor, floor_dim)), (w, k, floor)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_topk_numba_matrix_sizes(use_numba, dtype):
+    """Shapes of the trained matrices (continuous and tied values, rows and columns, strided)."""
+    for shape in ((256, 64), (64, 256), (97, 301)):
+        for w in (torch.randn(shape, generator=gen(98)), tied_values(shape, seed=99), torch.randn(shape[::-1], generator=gen(100)).T):
+            w = w.to(dtype)
+            for floor_dim in (0, 1):
+                for k in (w.numel() // 16, w.numel() // 3):
+                    got = kernels.weight_topk_mask(w, k, floor=4, floor_dim=floor_dim)
+                    assert torch.equal(got, reference.weight_topk_mask(w, k, 4, floor_dim)), (shape, floor_dim, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rms_norm_numba_matches_reference(use_numba, dtype):
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]
+    for shape in ((2, 3, 24), (300, 256), (1, 7)):  # 300 rows: several gradient blocks, one partial
+        x = torch.randn(shape, generator=gen(110)).to(dtype)
+        w = (1 + 0.3 * torch.randn(shape[-1], generator=gen(111))).to(dtype)
+        g_out = torch.randn(shape, generator=gen(112)).to(dtype)
+        g_scale = torch.randn(*shape[:-1], 1, generator=gen(113)).to(dtype)
+        results = []
+        for fn in (kernels.rms_norm, reference.rms_norm):
+            xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+            out, scale = fn(xx, ww, 1e-5)
+            with_scale = torch.autograd.grad((out * g_out).sum() + (scale * g_scale).sum(), [xx, ww])
+            out_only = torch.autograd.grad((fn(xx, ww, 1e-5)[0] * g_out).sum(), [xx, ww])  # scale unused
+            results.append((out, scale, *with_scale, *out_only))
+        for got, want in zip(*results):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+
+
+def test_rms_norm_numba_non_contiguous_and_gradcheck(use_numba):
+    x = torch.randn(24, 5, generator=gen(114)).T  # [5, 24] with strides (1, 5)
+    w = torch.randn(24, generator=gen(115))
+    torch.testing.assert_close(kernels.rms_norm(x, w, 1e-6)[0], reference.rms_norm(x, w, 1e-6)[0])
+    xx = torch.randn(3, 4, 6, generator=gen(116), dtype=torch.float64).requires_grad_()
+    ww = torch.randn(6, generator=gen(117), dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: kernels.rms_norm(a, b, 1e-5), (xx, ww))
+
+
+def test_rms_norm_numba_leaves_other_dtypes_to_the_reference(use_numba):
+    x = torch.randn(4, 16, generator=gen(118)).to(torch.bfloat16)
+    w = torch.ones(16)
+    for got, want in zip(kernels.rms_norm(x, w, 1e-5), reference.rms_norm(x, w, 1e-5)):
+        assert torch.equal(got, want)
+    x32 = x.float()  # float32 x, float64 weight: mixed dtypes also go to the reference
+    w64 = torch.ones(16, dtype=torch.float64)
+    assert torch.equal(kernels.rms_norm(x32, w64, 1e-5)[0], reference.rms_norm(x32, w64, 1e-5)[0])
+
+
+def test_importing_sparselens_does_not_import_numba():
+    code = "import sys, sparselens, sparselens.kernels; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ----------------------------------------------------------------------------- sparse_linear
 def _sparse_weight(n_out=20, n_in=24, density=0.15, seed=60, dtype=torch.float32):
     w = torch.randn(n_out, n_in, generator=gen(seed)) * (torch.rand(n_out, n_in, generator=gen(seed + 1)) < density)
@@ -374,7 +611,11 @@ def test_sparsify_linears_default_uses_the_cpu_crossover():
 def test_dispatcher_default_and_override(monkeypatch, caplog):
     x = torch.zeros(2, 3)
     monkeypatch.delenv("SPARSELENS_KERNELS", raising=False)
-    assert dispatch.backend_for("abstopk", x) == "torch"  # CPU tensor, no override
+    cpu_default = "numba" if dispatch.numba_available() else "torch"
+    assert dispatch.backend_for("abstopk", x) == cpu_default  # CPU tensor, no override
+    assert dispatch.backend_for("weight_topk_mask", x) == cpu_default
+    assert dispatch.backend_for("rms_norm", x) == cpu_default
+    assert dispatch.backend_for("masked_ablate", x) == "torch"  # no numba kernel
     monkeypatch.setenv("SPARSELENS_KERNELS", "triton")
     assert dispatch.backend_for("abstopk", x) == "triton"
     monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
@@ -382,6 +623,19 @@ def test_dispatcher_default_and_override(monkeypatch, caplog):
     monkeypatch.setenv("SPARSELENS_KERNELS", "cuda")
     with pytest.raises(ValueError, match="SPARSELENS_KERNELS"):
         dispatch.backend_for("abstopk", x)
+
+
+def test_dispatcher_numba_override(monkeypatch):
+    monkeypatch.setenv("SPARSELENS_KERNELS", "numba")
+    monkeypatch.setattr(dispatch, "_numba_ok", False)
+    with pytest.raises(RuntimeError, match="numba cannot be imported"):
+        dispatch.backend_for("abstopk", torch.zeros(2, 3))
+    monkeypatch.setattr(dispatch, "_numba_ok", True)
+    assert dispatch.backend_for("abstopk", torch.zeros(2, 3)) == "numba"
+    assert dispatch.backend_for("masked_ablate", torch.zeros(2, 3)) == "torch"  # no numba kernel
+    monkeypatch.delenv("SPARSELENS_KERNELS")
+    monkeypatch.setattr(dispatch, "_numba_ok", False)  # numba missing: the reference, no error
+    assert dispatch.backend_for("abstopk", torch.zeros(2, 3)) == "torch"
 
 
 def test_dispatcher_routes_calls(monkeypatch):
@@ -397,6 +651,11 @@ def test_dispatcher_routes_calls(monkeypatch):
     monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
     with pytest.raises(AssertionError, match="torch reference"):
         kernels.abstopk(x, 2)
+    if dispatch.numba_available():
+        monkeypatch.delenv("SPARSELENS_KERNELS")  # CPU default: the numba kernels
+        kernels.abstopk(x, 2)
+        kernels.weight_topk_mask(x, 4, floor=1)
+        kernels.abstopk(x.double(), 2)
 
 
 def test_dispatcher_logs_each_choice_once(monkeypatch, caplog):
@@ -411,8 +670,10 @@ def test_dispatcher_logs_each_choice_once(monkeypatch, caplog):
 
 
 # ----------------------------------------------------------------------------- hostile inputs
-@pytest.mark.parametrize("backend", ["triton", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "torch", "numba"])
 def test_bad_arguments_raise_clear_errors(monkeypatch, backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
     monkeypatch.setenv("SPARSELENS_KERNELS", backend)
     x = torch.randn(2, 6)
     cases = [
@@ -434,3 +695,82 @@ def test_bad_arguments_raise_clear_errors(monkeypatch, backend):
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+# ----------------------------------------------------------------------------- weight_topk_mask: Triton multi-block paths
+# Under the interpreter the Triton weight top-k uses 256-entry blocks for the histogram, tie count and
+# final mask, and 64-entry chunks for the per-slice floor loop. The shapes below (slices of 130: chunks
+# of 64, 64 and 2; 650 entries: blocks of 256, 256 and 138) run every cross-block and cross-chunk path,
+# partial last block and chunk included; the launch spy checks that they do.
+class _LaunchSpy:
+    """Stands in for a ``@triton.jit`` kernel and records each launch's grid and constexpr kwargs."""
+
+    def __init__(self, kernel, launches: list):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def run(*args, **kwargs):
+            self.launches.append((grid, kwargs))
+            return launch(*args, **kwargs)
+
+        return run
+
+
+@pytest.fixture
+def weight_topk_launches(use_triton, monkeypatch):
+    module = dispatch.kernel_module("weight_topk_triton")
+    launches: dict[str, list] = {}
+    for name in ("_floor_kernel", "_histogram_kernel", "_tie_count_kernel", "_final_mask_kernel"):
+        launches[name] = []
+        monkeypatch.setattr(module, name, _LaunchSpy(getattr(module, name), launches[name]))
+    return launches
+
+
+def _multi_block_weights(floor_dim: int, values: str, dtype=torch.float32) -> torch.Tensor:
+    """``[5, 130]`` (floor_dim 0) or a strided ``[130, 5]`` (floor_dim 1): 5 slices of 130 entries."""
+    if values == "ties":
+        w = tied_values((5, 130), seed=120)
+    else:
+        w = torch.randn(5, 130, generator=gen(121))
+    w[1] = 0.5  # an all-equal slice: the floor takes indices 0..3, all in the first chunk
+    w[2, 64], w[2, 100], w[2, 129] = -3.0 * 4, 3.0 * 4, 3.0 * 4  # tied maxima in the 2nd and last chunks
+    w[3] = 0  # an all-zero slice
+    return (w if floor_dim == 0 else w.T).to(dtype)  # floor_dim 1: columns of a transposed (strided) view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("values", ["ties", "continuous"])
+@pytest.mark.parametrize("floor_dim", [0, 1])
+def test_weight_topk_triton_multi_block_matches_reference(weight_topk_launches, floor_dim, values, dtype):
+    w = _multi_block_weights(floor_dim, values, dtype)
+    floor, n_slices, slice_len = 4, 5, 130
+    n_protected = n_slices * floor
+    for k in (n_protected + 1, w.numel() // 3, w.numel() // 2, w.numel() - 1):
+        got = kernels.weight_topk_mask(w, k, floor=floor, floor_dim=floor_dim)
+        want = reference.weight_topk_mask(w, k, floor, floor_dim)
+        assert torch.equal(got, want), (floor_dim, values, dtype, k, (got != want).nonzero().tolist())
+    if values == "ties" and dtype == torch.float32:  # the reference itself, on these shapes
+        assert torch.equal(want, brute_weight_topk_mask(w, k, floor, floor_dim))
+
+    # every launch went through the multi-chunk floor loop and the multi-block selection
+    floor_grid, floor_kwargs = weight_topk_launches["_floor_kernel"][0]
+    assert floor_grid == (n_slices,) and floor_kwargs["FLOOR"] == floor
+    assert floor_kwargs["BLOCK"] < slice_len and slice_len % floor_kwargs["BLOCK"] != 0, floor_kwargs
+    for name in ("_histogram_kernel", "_tie_count_kernel", "_final_mask_kernel"):
+        assert weight_topk_launches[name], name
+        for grid, kwargs in weight_topk_launches[name]:
+            assert grid[0] >= 3 and w.numel() % kwargs["BLOCK"] != 0, (name, grid, kwargs)
+
+
+def test_weight_topk_triton_ties_span_blocks(weight_topk_launches):
+    """One magnitude everywhere (no floor): which tied entries are kept is decided by the counts of
+    the blocks before each one (the cross-block exclusive cumulative sum), in row-major order."""
+    w = torch.full((5, 130), -1.25)
+    w[::2] = 1.25
+    for k in (1, 255, 256, 257, 300, 513, 649):
+        got = kernels.weight_topk_mask(w, k, floor=0)
+        assert int(got.sum()) == k and bool(got.view(-1)[:k].all()), k
+        assert torch.equal(got, reference.weight_topk_mask(w, k, 0, 0)), k
+    assert all(grid[0] == 3 for grid, _ in weight_topk_launches["_final_mask_kernel"])

@@ -1,9 +1,11 @@
 """Hot ops behind one function each (DESIGN.md, "Kernels").
 
 Every op has a torch reference in :mod:`sparselens.kernels.reference` and a Triton kernel in its own
-module (``*_triton.py``); :mod:`sparselens.kernels.dispatch` picks one per call (Triton for CUDA
-tensors, torch otherwise, ``SPARSELENS_KERNELS=torch|triton`` overrides). The model, the ablation
-hooks and the trainer call the names exported here, never an implementation directly.
+module (``*_triton.py``); the selections (``abstopk``, ``weight_topk_mask``) and ``rms_norm`` also
+have a numba CPU kernel (``abstopk_cpu.py``, ``rms_norm_cpu.py``). :mod:`sparselens.kernels.dispatch` picks one per call (Triton for CUDA
+tensors, numba for CPU tensors where it has a kernel, torch otherwise;
+``SPARSELENS_KERNELS=torch|triton|numba`` overrides). The model, the ablation hooks and the trainer
+call the names exported here, never an implementation directly.
 """
 
 from sparselens.kernels.csr import CSRWeight

@@ -3,7 +3,9 @@
 For a row ``x[r, :]`` the kernel finds the ``k``-th largest ``|x|`` exactly, by bisecting on the
 bit pattern of ``|x|`` upcast to fp32 (for non-negative floats the bit pattern orders like the
 value). Entries above the threshold are kept; among entries equal to it the lowest indices are kept
-until ``k`` are chosen (a prefix count along the row), which is the reference's tie-break.
+until ``k`` are chosen (a prefix count along the row), which is the reference's tie-break. Every
+NaN gets one key just above +inf's, so NaN counts as the largest magnitude and NaNs tie, as in the
+reference (:func:`sparselens.kernels.reference.magnitude_key`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def _abstopk_fwd_kernel(
     valid = cols < n_cols
     x = tl.load(x_ptr + row * stride_xr + cols * stride_xc, mask=valid, other=0.0)
     bits = tl.abs(x.to(tl.float32)).to(tl.int32, bitcast=True)
+    bits = tl.minimum(bits, 0x7F800000 + (1 << LOW_BIT))  # every NaN: the next key above +inf the bisection sees
     bits = tl.where(valid, bits, -1)  # padding ranks below every magnitude
     # Largest t with count(bits >= t) >= k: the k-th largest magnitude's bit pattern.
     t = tl.full((), 0, tl.int32)

@@ -13,15 +13,18 @@ from torch import Tensor
 
 from sparselens.kernels import reference
 from sparselens.kernels.csr import CSRWeight
-from sparselens.kernels.dispatch import backend_for, triton_module
+from sparselens.kernels.dispatch import backend_for, kernel_module
 
-# Dtypes the Triton kernels take; others (float64) always use the torch reference.
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Dtypes the kernels take; others (float64 on Triton, float8) use the torch reference.
+KERNEL_DTYPES = {
+    "triton": (torch.float32, torch.bfloat16, torch.float16),
+    "numba": (torch.float32, torch.bfloat16, torch.float16, torch.float64),
+}
 
 
 def _backend(op: str, *tensors: Tensor) -> str:
     backend = backend_for(op, tensors[0])
-    if backend == "triton" and any(t.dtype not in TRITON_DTYPES for t in tensors if t.is_floating_point()):
+    if backend != "torch" and any(t.dtype not in KERNEL_DTYPES[backend] for t in tensors if t.is_floating_point()):
         return "torch"
     return backend
 
@@ -41,8 +44,9 @@ def _check_float(op: str, name: str, t: Tensor) -> None:
 def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     """Keep the ``k`` largest-``|x|`` entries along the last dim, zero the rest.
 
-    Ties go to the lowest index (both backends select identical entries). The gradient flows to the
-    kept entries only. With ``k == d`` the reference returns ``x`` itself.
+    Ties go to the lowest index (every backend selects identical entries); NaN counts as the
+    largest magnitude, above +inf, as in ``torch.topk``. The gradient flows to the kept entries
+    only. With ``k == d`` the result is ``x`` itself, with ``k == 0`` zeros.
 
     Example:
         >>> abstopk(torch.tensor([[1.0, -3.0, 2.0, -2.0]]), 2)
@@ -52,8 +56,11 @@ def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     if x.dim() == 0:
         raise ValueError("abstopk: x must have at least one dim (the one top-k runs over)")
     _check_k("abstopk", k, x.shape[-1])
-    if _backend("abstopk", x) == "triton":
-        return triton_module("abstopk_triton").AbsTopKFunction.apply(x, k)
+    backend = _backend("abstopk", x)
+    if backend == "triton":
+        return kernel_module("abstopk_triton").AbsTopKFunction.apply(x, k)
+    if backend == "numba" and k < x.shape[-1]:
+        return kernel_module("abstopk_cpu").AbsTopKFunction.apply(x, k)
     return reference.abstopk(x, k)
 
 
@@ -72,11 +79,17 @@ def rms_norm(
     """RMSNorm ``(x / scale * weight, scale)`` with ``scale = sqrt(mean(x**2) + eps)`` ``[..., 1]``.
 
     The scale is computed in fp32 and returned in ``x``'s dtype. Triton vs reference: fp32 inputs
-    agree to about 1e-6 relative; bf16 inputs to bf16 rounding (the reference divides in bf16).
+    agree to about 1e-6 relative; bf16 inputs to bf16 rounding (the reference divides in bf16). The
+    numba CPU kernel (fp32 and fp64, ``x`` and ``weight`` of one dtype) agrees to float rounding.
     """
     _check_norm_weight("rms_norm", x, weight)
-    if _backend("rms_norm", x, weight) == "triton":
-        return triton_module("rms_norm_triton").RMSNormFunction.apply(x, weight, float(eps))
+    backend = _backend("rms_norm", x, weight)
+    if backend == "triton":
+        return kernel_module("rms_norm_triton").RMSNormFunction.apply(x, weight, float(eps))
+    if backend == "numba":
+        cpu = kernel_module("rms_norm_cpu")
+        if x.dtype in cpu.DTYPES and weight.dtype == x.dtype:
+            return cpu.RMSNormFunction.apply(x, weight, float(eps))
     return reference.rms_norm(x, weight, eps)
 
 
@@ -98,13 +111,13 @@ def rms_norm_frozen(
             f"rms_norm_frozen: scale must broadcast to {scale_shape} (one scale per token), got {tuple(scale.shape)}"
         )
     if _backend("rms_norm_frozen", x, weight, scale) == "triton":
-        return triton_module("rms_norm_triton").RMSNormFrozenFunction.apply(x, weight, scale.expand(scale_shape))
+        return kernel_module("rms_norm_triton").RMSNormFrozenFunction.apply(x, weight, scale.expand(scale_shape))
     return reference.rms_norm_frozen(x, weight, scale)
 
 
 def masked_ablate(
-    x: Float[Tensor, "... *channel"], mask: Tensor, replacement: Optional[Tensor]
-) -> Float[Tensor, "... *channel"]:
+    x: Float[Tensor, "... *channel"], mask: Tensor, replacement: Optional[Tensor]  # noqa: F821
+) -> Float[Tensor, "... *channel"]:  # noqa: F821
     """``mask * x + (1 - mask) * replacement`` (``replacement=None`` means zero).
 
     Args:
@@ -132,7 +145,7 @@ def masked_ablate(
         n = mask.numel()
         out_dtype = x.dtype if replacement is None else torch.promote_types(x.dtype, replacement.dtype)
         r = None if replacement is None else replacement.reshape(-1, n) if replacement.shape == x.shape else replacement.reshape(n)
-        fn = triton_module("masked_ablate_triton").MaskedAblateFunction
+        fn = kernel_module("masked_ablate_triton").MaskedAblateFunction
         return fn.apply(x.reshape(-1, n), mask.reshape(n), r, out_dtype).view(x.shape)
     return reference.masked_ablate(x, mask, replacement)
 
@@ -140,11 +153,15 @@ def masked_ablate(
 def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floor_dim: int = 0) -> Bool[Tensor, "rows cols"]:
     """The training sparsifier's mask; semantics in :func:`sparselens.kernels.reference.weight_topk_mask`.
 
-    Both backends select identical entries, with no host synchronisation.
+    Every backend selects identical entries; the torch and Triton ones with no host synchronisation
+    (the numba one runs on the CPU, where there is no host to synchronise with).
     """
     reference._check_weight_topk_args(w, k, floor, floor_dim)
-    if _backend("weight_topk_mask", w) == "triton":
-        return triton_module("weight_topk_triton").weight_topk_mask(w, k, floor, floor_dim)
+    backend = _backend("weight_topk_mask", w)
+    if backend == "triton":
+        return kernel_module("weight_topk_triton").weight_topk_mask(w, k, floor, floor_dim)
+    if backend == "numba":
+        return kernel_module("abstopk_cpu").weight_topk_mask(w, k, floor, floor_dim)
     return reference.weight_topk_mask(w, k, floor, floor_dim)
 
 
@@ -168,7 +185,7 @@ def sparse_linear(
         raise ValueError(f"sparse_linear: bias must have shape [{w.shape[0]}], got {tuple(bias.shape)}")
     rows = x.reshape(-1, w.shape[1])
     if _backend("sparse_linear", x, w.values) == "triton":
-        fn = triton_module("sparse_linear_triton").SparseLinearFunction
+        fn = kernel_module("sparse_linear_triton").SparseLinearFunction
         y = fn.apply(rows, w, w_t if w_t is not None else w.transpose(), bias)
     else:
         y = (w.to_torch().to(x.dtype) @ rows.T).T

@@ -12,12 +12,37 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+#: float dtype -> (the integer dtype of its width, the bits of +inf)
+INT_VIEWS = {
+    torch.float16: (torch.int16, 0x7C00),
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float32: (torch.int32, 0x7F800000),
+    torch.float64: (torch.int64, 0x7FF0000000000000),
+}
+
+
+def magnitude_key(x: Float[Tensor, "..."]) -> Tensor:
+    """Integers ordered like ``|x|``, with every NaN one above +inf: ``x``'s shape, int16/32/64.
+
+    For IEEE floats the bit pattern with the sign bit cleared, read as an integer, orders like the
+    magnitude (``-0.0`` and ``0.0`` tie). NaNs of any sign and payload get the same key, above
+    +inf's: a NaN counts as the largest magnitude, as in ``torch.topk``, and NaNs tie.
+
+    Raises:
+        ValueError: ``x`` is not float16, bfloat16, float32 or float64.
+    """
+    if x.dtype not in INT_VIEWS:
+        raise ValueError(f"magnitudes of {x.dtype} are not supported; use float16, bfloat16, float32 or float64")
+    int_dtype, inf_bits = INT_VIEWS[x.dtype]
+    return (x.view(int_dtype) & torch.iinfo(int_dtype).max).clamp_max(inf_bits + 1)
+
 
 def abstopk_mask(x: Float[Tensor, "... d"], k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` entries of largest ``|x|`` along the last dim.
 
     Ties are broken deterministically: among entries of equal magnitude the lowest index is kept.
-    This is what makes the Triton kernel and the reference select identical entries.
+    This is what makes every backend select identical entries. NaN counts as the largest
+    magnitude (above +inf; NaNs tie with each other, lowest index first), as in ``torch.topk``.
     """
     width = x.shape[-1]
     if not 0 <= k <= width:
@@ -26,17 +51,17 @@ def abstopk_mask(x: Float[Tensor, "... d"], k: int) -> torch.Tensor:
         return torch.ones_like(x, dtype=torch.bool)
     if k == 0:
         return torch.zeros_like(x, dtype=torch.bool)
-    return _topk_mask(x.detach().abs(), k)
+    return _topk_mask(magnitude_key(x.detach()), k)
 
 
 def _topk_mask(score: Float[Tensor, "... d"], k: int) -> torch.Tensor:
     """Mask of the ``k`` largest ``score`` entries along the last dim, lowest index first on ties.
 
-    ``0 < k <= d``. On the CPU, where branching on data waits for nothing, torch.topk's own
-    choice is kept in every row where no entry equal to the k-th largest was left out (so no tie
-    could be broken differently), and only the other rows go through the tie rule; elsewhere the
-    branch-free :func:`_topk_mask_branch_free` runs (no host synchronisation). Both select the same
-    entries.
+    ``score``: integers (:func:`magnitude_key`) or NaN-free floats; ``0 < k <= d``. On the CPU,
+    where branching on data waits for nothing, torch.topk's own choice is kept in every row where
+    no entry equal to the k-th largest was left out (so no tie could be broken differently), and
+    only the other rows go through the tie rule; elsewhere the branch-free
+    :func:`_topk_mask_branch_free` runs (no host synchronisation). Both select the same entries.
     """
     if score.device.type != "cpu":
         return _topk_mask_branch_free(score, k)
@@ -63,7 +88,8 @@ def _topk_mask_branch_free(score: Float[Tensor, "... d"], k: int) -> torch.Tenso
 def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     """Keep the ``k`` largest-magnitude entries of each row of ``x`` and zero the rest.
 
-    The gradient flows to the kept entries only (it reuses the forward's selection).
+    The selection is :func:`abstopk_mask` (NaN counts as the largest magnitude). The gradient flows
+    to the kept entries only (it reuses the forward's selection).
     """
     if k == x.shape[-1]:
         return x
@@ -122,8 +148,8 @@ def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floo
 
     The result is a pure function of ``|w|`` (deterministic, no randomness). There is no host
     synchronisation: the protected count is ``n_slices * min(floor, slice_len)``, known from shapes,
-    and every data-dependent quantity stays on the device. ``w`` should be finite (NaN ordering is
-    unspecified).
+    and every data-dependent quantity stays on the device. NaN counts as the largest magnitude
+    (:func:`magnitude_key`) here and on the CPU kernel; the Triton kernel's NaN order is unspecified.
 
     Args:
         w: the weight matrix ``[rows, cols]`` (any float dtype, any strides).
@@ -140,8 +166,7 @@ def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floo
         [[1, 1, 0], [0, 0, 1]]
     """
     _check_weight_topk_args(w, k, floor, floor_dim)
-    mag = w.detach().abs()
-    slices = mag if floor_dim == 0 else mag.T  # [n_slices, slice_len]
+    slices = w.detach() if floor_dim == 0 else w.detach().T  # [n_slices, slice_len]
     slice_floor = min(floor, slices.shape[1])
     protected = abstopk_mask(slices, slice_floor)
     if floor_dim == 1:
@@ -150,11 +175,12 @@ def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floo
     n_fill = max(0, k - n_protected)
     if n_fill == 0:
         return protected
-    # Unprotected entries compete on |w|; protected ones get -1 so they never win (|w| >= 0, and
-    # n_fill never exceeds the number of unprotected entries).
-    score = torch.where(protected, torch.full((), -1.0, dtype=mag.dtype, device=mag.device), mag)
-    if n_fill == score.numel() - n_protected:  # every unprotected entry is kept
+    if n_fill == w.numel() - n_protected:  # every unprotected entry is kept
         return torch.ones_like(protected)
+    # Unprotected entries compete on |w| (its key); protected ones get -1 so they never win (keys
+    # are >= 0, and n_fill never exceeds the number of unprotected entries).
+    mag = magnitude_key(w.detach())
+    score = torch.where(protected, torch.full((), -1, dtype=mag.dtype, device=mag.device), mag)
     return protected | _topk_mask(score.reshape(-1), n_fill).view_as(mag)
 
 

@@ -42,6 +42,14 @@ class SparseLinear(nn.Module):
         True
     """
 
+    # buffers set by _pack: the CSR of the weight and of its transpose
+    crow: Tensor
+    col: Tensor
+    values: Tensor
+    t_crow: Tensor
+    t_col: Tensor
+    t_values: Tensor
+
     def __init__(self, weight: Float[Tensor, "out in"], bias: Optional[Float[Tensor, " out"]] = None):
         super().__init__()
         if weight.dim() != 2:

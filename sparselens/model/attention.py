@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -27,6 +26,8 @@ class Attention(nn.Module):
     Weights are stored in ``F.linear`` layout (``q_proj.weight`` is [n_heads*d_head, d_model]);
     ``W_Q``, ``W_K``, ``W_V``, ``W_O`` and biases are TransformerLens-shaped views.
     """
+
+    causal_mask: Tensor  # buffer [n_ctx, n_ctx], True on and below the diagonal
 
     def __init__(self, cfg: SparseTransformerConfig):
         super().__init__()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -11,7 +13,7 @@ from sparselens.config import SparseTransformerConfig
 from sparselens.model.abstopk import AbsTopK
 from sparselens.model.hook_point import CheckedHookPoint
 
-_ACT_FNS = {"gelu": F.gelu, "relu": F.relu}
+_ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {"gelu": F.gelu, "relu": F.relu}
 
 
 class MLP(nn.Module):
@@ -25,10 +27,12 @@ class MLP(nn.Module):
     def __init__(self, cfg: SparseTransformerConfig):
         super().__init__()
         self.cfg = cfg
-        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.use_bias, dtype=cfg.dtype)
-        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
+        d_mlp = cfg.d_mlp
+        assert d_mlp is not None, "SparseTransformerConfig.__post_init__ sets d_mlp"
+        self.fc_in = nn.Linear(cfg.d_model, d_mlp, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.fc_out = nn.Linear(d_mlp, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
         self.act_fn = _ACT_FNS[cfg.act_fn]
-        self.topk_neuron = AbsTopK(cfg.abstopk_k("neuron", cfg.d_mlp), "neuron")
+        self.topk_neuron = AbsTopK(cfg.abstopk_k("neuron", d_mlp), "neuron")
         self.hook_pre = CheckedHookPoint()
         self.hook_post = CheckedHookPoint()
 
@@ -47,8 +51,12 @@ class MLP(nn.Module):
 
     @property
     def b_in(self) -> Float[Tensor, " d_mlp"]:
-        return self.fc_in.bias if self.fc_in.bias is not None else torch.zeros(self.cfg.d_mlp, device=self.fc_in.weight.device)
+        if self.fc_in.bias is None:
+            return torch.zeros(self.cfg.d_mlp, dtype=self.fc_in.weight.dtype, device=self.fc_in.weight.device)
+        return self.fc_in.bias
 
     @property
     def b_out(self) -> Float[Tensor, " d_model"]:
-        return self.fc_out.bias if self.fc_out.bias is not None else torch.zeros(self.cfg.d_model, device=self.fc_out.weight.device)
+        if self.fc_out.bias is None:
+            return torch.zeros(self.cfg.d_model, dtype=self.fc_out.weight.dtype, device=self.fc_out.weight.device)
+        return self.fc_out.bias

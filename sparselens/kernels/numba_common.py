@@ -1,0 +1,44 @@
+"""Shared by the numba CPU kernels: the threading layer, and running a kernel serially or in parallel.
+
+Importing this module imports numba, so only the kernel modules import it, and only the dispatcher
+imports those, once it has chosen the numba backend. Every kernel comes in two compiled entry
+points, one serial and one with ``prange`` loops; :func:`launch` picks one per call.
+
+Unless ``NUMBA_THREADING_LAYER`` is set, this module selects numba's ``workqueue`` threading layer:
+its idle workers sleep, where an OpenMP layer's would spin against torch's own OpenMP pool (a second
+libgomp; on 2 shared cores that made the training step 2-3x slower). Parallel launches are
+serialised by a lock, which makes them safe from several Python threads (the ``workqueue`` layer
+aborts on concurrent use); serial ones need none (``nogil``, no shared state).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable
+
+import numba
+import torch
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # numba.config defines its settings at run time (from the environment), so its stubs lack them
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # takes effect unless numba already ran parallel code
+
+#: inputs with fewer entries run in the calling thread (see :func:`launch`)
+PARALLEL_MIN_NUMEL = 1 << 17
+_LOCK = threading.Lock()
+
+
+def launch(serial: Callable, parallel: Callable, numel: int, *args) -> None:
+    """Run ``parallel(*args)`` on up to ``torch.get_num_threads()`` threads, or ``serial(*args)`` here.
+
+    Small inputs (fewer than :data:`PARALLEL_MIN_NUMEL` entries) and one thread run serially: a
+    parallel launch wakes numba's worker threads, which costs more than it saves on small inputs.
+    """
+    n_threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # set at run time
+    if n_threads <= 1 or numel < PARALLEL_MIN_NUMEL:
+        serial(*args)
+        return
+    with _LOCK:
+        numba.set_num_threads(n_threads)
+        parallel(*args)
