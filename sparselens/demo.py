@@ -18,7 +18,7 @@ from sparselens.prune.config import add_prune_arguments, prune_config_from_args
 
 DEFAULT_MODEL = "sparse-pygen-2l-128"
 #: the demo's own mask-learning budget (the library default is PruneConfig's): about a minute here
-DEMO_PRUNE = dict(steps=120, batch_size=32)
+DEMO_PRUNE = dict(steps=300, batch_size=32)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,11 +4,11 @@ to the released tiktoken encoding, attached to released models, and checked agai
 import json
 import re
 
+import data_gym
+import nanogpt_reference as ref
 import pytest
 import torch
 
-import data_gym
-import nanogpt_reference as ref
 from sparselens import HookedSparseTransformer
 from sparselens.data import load_tokenizer
 from sparselens.data.tokenizer_io import NAME_KEY, SHIPPED_TOKENIZER_NAME, tokenizer_name
@@ -167,13 +167,13 @@ def test_released_directory_without_tokenizer_downloads_it_or_says_how_to_do_wit
 def test_a_tokenizer_of_another_name_is_refused(released, tok):
     with pytest.raises(ValueError, match=f"'{SHIPPED_TOKENIZER_NAME}' but the model was trained with 'tinypython_2k'"):
         released.set_tokenizer(load_tokenizer())
-    shipped = HookedSparseTransformer.from_pretrained("sparse-2l-128")
+    shipped = HookedSparseTransformer.from_pretrained("sparse-pygen-2l-128")
     with pytest.raises(ValueError, match=f"'tinypython_2k' but the model was trained with '{SHIPPED_TOKENIZER_NAME}'"):
         shipped.set_tokenizer(tok)
 
 
 def test_our_models_record_the_shipped_tokenizer_name(tmp_path):
-    shipped = HookedSparseTransformer.from_pretrained("sparse-2l-128")
+    shipped = HookedSparseTransformer.from_pretrained("sparse-pygen-2l-128")
     assert shipped.cfg.tokenizer_name == SHIPPED_TOKENIZER_NAME
     assert tokenizer_name(load_tokenizer()) == SHIPPED_TOKENIZER_NAME
     # a checkpoint saved before names were recorded: config tokenizer_name null, no name in tokenizer_config.json
@@ -189,7 +189,7 @@ def test_our_models_record_the_shipped_tokenizer_name(tmp_path):
 
 # ---------------------------------------------------------------------------- tasks under the model's tokenizer
 def test_indent_for_refuses_a_tokenizer_that_never_merges_newline_and_indentation(tok):
-    with pytest.raises(ValueError, match=r"'indent_for' cannot be built for the tokenizer 'tinypython_2k'.*never merges a newline with the indentation"):
+    with pytest.raises(ValueError, match=r"'indent_for' cannot be built for the tokenizer 'tinypython_2k'.*never merges a newline with the indentation"):  # noqa: E501
         get_task("indent_for", tokenizer=tok)
 
 
