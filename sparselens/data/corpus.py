@@ -208,6 +208,8 @@ def load_documents(
             ids += [f"{i}:{d}" for d in docs["id"]]
             texts += list(docs["text"])
         return datasets.Dataset.from_dict({"id": ids, "text": texts})
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"corpus source must be a name, a path or a list of them, got {type(source).__name__}: {source!r}")
     if source == PYGEN:
         from sparselens.data.pygen import generate_documents
 
@@ -405,5 +407,6 @@ def iter_batches(
             epoch = step // per_epoch
             perm = torch.randperm(n_seq, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         offset = (step % per_epoch) * batch_size
+        assert perm is not None  # drawn on the first step (epoch starts at -1)
         yield tokens[perm[offset : offset + batch_size]]
         step += 1

@@ -576,7 +576,7 @@ class _Program:
             path = rng.choice(scope.of("path_w") + WRITE_FILES + [f"{q}{rng.choice(WRITE_LITERALS)}{q}"])
             mode = rng.choice(["w", "w", "a", "wb"])
             lines = [f"{ind}with open({path}, {q}{mode}{q}) as {fh}:"]
-            body_first = rng.choice([f"{ind}    {fh}.write({self.expr(scope, 'str', 1)})", f"{ind}    json.dump({rng.choice(list(scope.vars) or ['data'])}, {fh})",
+            body_first = rng.choice([f"{ind}    {fh}.write({self.expr(scope, 'str', 1)})", f"{ind}    json.dump({rng.choice(list(scope.vars) or ['data'])}, {fh})",  # noqa: E501
                                      f"{ind}    print({self.expr(scope, 'str', 1)}, file={fh})"])
         else:
             lock = rng.choice(LOCKS)
@@ -592,7 +592,7 @@ class _Program:
         lines = [f"{ind}try:"] + self.block(_Scope(scope), ind + "    ", depth + 1, rng.randint(1, 2), in_loop)
         exc = rng.choice(EXCEPTIONS)
         lines.append(f"{ind}except {exc}{rng.choice(['', ' as e', ' as err', ' as exc'])}:")
-        lines += rng.choice([[f"{ind}    pass"], [f"{ind}    print({self.string()})"], self.block(_Scope(scope), ind + "    ", depth + 1, 1, in_loop)])
+        lines += rng.choice([[f"{ind}    pass"], [f"{ind}    print({self.string()})"], self.block(_Scope(scope), ind + "    ", depth + 1, 1, in_loop)])  # noqa: E501
         if rng.random() < 0.2:
             lines += [f"{ind}finally:", f"{ind}    {rng.choice(['print(' + self.string() + ')', 'pass'])}"]
         return lines
@@ -700,7 +700,7 @@ class _Program:
             rng.shuffle(names)
         for p in names:
             attr = p if rng.random() < 0.85 else f"_{p}"
-            value = p if rng.random() < 0.85 else rng.choice([f"list({p})", f"{p} or []", f"str({p})", f"{p}.copy()"]) if scope.vars.get(p) == "list" else p
+            value = p if rng.random() < 0.85 else rng.choice([f"list({p})", f"{p} or []", f"str({p})", f"{p}.copy()"]) if scope.vars.get(p) == "list" else p  # noqa: E501
             lines.append(f"        self.{attr} = {value}")
             attrs[attr] = scope.vars.get(p, "any")
         for _ in range(rng.choice([0, 1, 1, 2])):
@@ -729,7 +729,7 @@ class _Program:
         if n_imports:
             parts.append(sorted(rng.sample(IMPORT_LINES, n_imports)))
         if rng.random() < 0.3:
-            consts = [f"{rng.choice(['MAX', 'MIN', 'DEFAULT', 'BASE', 'NUM', 'TOTAL'])}_{rng.choice(['SIZE', 'COUNT', 'DEPTH', 'RETRIES', 'ITEMS', 'LEN'])} = {rng.randint(1, 100)}"]
+            consts = [f"{rng.choice(['MAX', 'MIN', 'DEFAULT', 'BASE', 'NUM', 'TOTAL'])}_{rng.choice(['SIZE', 'COUNT', 'DEPTH', 'RETRIES', 'ITEMS', 'LEN'])} = {rng.randint(1, 100)}"]  # noqa: E501
             if rng.random() < 0.5:
                 consts.append(f"{rng.choice(['NAME', 'PREFIX', 'SEP', 'LABEL', 'MODE'])} = {self.string(1)}")
             parts.append(consts)

@@ -26,9 +26,12 @@ from sparselens.errors import closest_hint
 from sparselens.nodes import NodeMask, NodeSite
 
 if TYPE_CHECKING:
+    from sparselens.interventions.reference import ReferenceRun
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 
-FwdHooks = list[tuple[str, Callable]]
+# what TransformerLens's run_with_hooks / hooks take as fwd_hooks: (hook name or name filter, hook fn);
+# spelled exactly so, since list is invariant and list[tuple[str, Callable]] would not be accepted
+FwdHooks = list[tuple[Union[str, Callable], Callable]]
 
 
 class Ablation(str, Enum):
@@ -46,6 +49,11 @@ class Ablation(str, Enum):
     ZERO = "zero"
     MEAN = "mean"
     RESAMPLE = "resample"
+    #: faithful pruning (METHOD.md section 6): mean ablation with a random interpolation ``r ~ U(0, 1)``
+    #: per node and prompt while the mask is learned
+    STOCHASTIC = "stochastic"
+    #: faithful pruning: mean ablation with an adversary's ``r`` in [0, 1] per node while the mask is learned
+    ADVERSARIAL = "adversarial"
 
     @classmethod
     def parse(cls, value: Union[str, "Ablation"]) -> "Ablation":
@@ -61,17 +69,27 @@ class Ablation(str, Enum):
         return [a.value for a in cls]
 
     @property
+    def base(self) -> "Ablation":
+        """The plain ablation whose replacement this one uses (a circuit found with it runs with that)."""
+        return Ablation.MEAN if self in (Ablation.STOCHASTIC, Ablation.ADVERSARIAL) else self
+
+    @property
+    def interpolation(self) -> Optional[str]:
+        """How mask learning interpolates a dropped node with its replacement: None, ``"random"`` or ``"adversarial"``."""
+        return {Ablation.STOCHASTIC: "random", Ablation.ADVERSARIAL: "adversarial"}.get(self)
+
+    @property
     def needs(self) -> Optional[str]:
         """``"means"`` (pretraining means), ``"resample"`` (another prompt's activations) or None."""
-        return {Ablation.MEAN: "means", Ablation.RESAMPLE: "resample"}.get(self)
+        return {Ablation.MEAN: "means", Ablation.RESAMPLE: "resample"}.get(self.base)
 
     def replacement(
         self, site: NodeSite, means: Optional[Mapping[str, Tensor]], resample_cache: Optional[Mapping[str, Tensor]]
     ) -> Optional[Tensor]:
         """``r`` for the dropped nodes of ``site``: None (zero), ``[*channel]`` (mean) or shaped like the activation."""
-        if self is Ablation.MEAN:
+        if self.base is Ablation.MEAN:
             return _site_mean(means, site)
-        if self is Ablation.RESAMPLE:
+        if self.base is Ablation.RESAMPLE:
             return _lookup(resample_cache, site, "resample_cache")
         return None
 
@@ -155,7 +173,38 @@ def ablation_hooks(
     return hooks
 
 
-def _lookup(table: Optional[Mapping[str, Tensor]], site: NodeSite, what: str) -> Tensor:
+def circuit_hooks(
+    model: "HookedSparseTransformer",
+    mask: Union[NodeMask, dict[str, Tensor]],
+    ablation: Union[str, Ablation],
+    reference: Optional["ReferenceRun"] = None,
+    means: Optional[dict[str, Tensor]] = None,
+    freeze_norms: bool = False,
+    interpolation: Optional[dict[str, Tensor]] = None,
+) -> FwdHooks:
+    """``fwd_hooks`` that run ``model`` as the circuit ``mask`` on the batch of ``reference``.
+
+    ``reference`` (:class:`~sparselens.interventions.ReferenceRun` of the same batch, built once and
+    reused for every circuit evaluated on it) is needed for resample ablation (its resample source)
+    and for frozen norms (its RMSNorm scales); ``means`` for mean ablation; ``interpolation`` as in
+    :func:`~sparselens.interventions.ablation_hooks`.
+    """
+    ablation = Ablation.parse(ablation)
+    if (ablation.needs == "resample" or freeze_norms) and reference is None:
+        raise ValueError("resample ablation and frozen norms need reference=ReferenceRun.of(model, batch) of the "
+                         "batch the circuit will run on")
+    resample = None
+    if ablation.needs == "resample":
+        assert reference is not None  # checked above
+        resample = reference.resampled()
+    hooks = ablation_hooks(model, mask, ablation, means=means, resample_cache=resample, interpolation=interpolation)
+    if freeze_norms:
+        assert reference is not None  # checked above
+        hooks += freeze_norm_hooks(reference.norm_scales())
+    return hooks
+
+
+def _lookup(table: Union[NodeMask, Mapping[str, Tensor], None], site: NodeSite, what: str) -> Tensor:
     if table is None:
         raise ValueError(f"{what} is needed for node site {site.name}")
     for key in (site.hook_name, site.name):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 from torch import Tensor
 
-from sparselens.interventions.ablation import Ablation, FwdHooks, ablation_hooks, freeze_norm_hooks
+from sparselens.interventions.ablation import Ablation, FwdHooks, circuit_hooks
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.model.fingerprint import model_fingerprint
 from sparselens.nodes import NodeMask
@@ -28,33 +28,6 @@ if TYPE_CHECKING:
 
 SCHEMA = "sparselens.circuit"
 SCHEMA_VERSION = 2
-
-
-def circuit_hooks(
-    model: "HookedSparseTransformer",
-    mask: Union[NodeMask, dict[str, Tensor]],
-    ablation: Union[str, Ablation],
-    reference: Optional[ReferenceRun] = None,
-    means: Optional[dict[str, Tensor]] = None,
-    freeze_norms: bool = False,
-    interpolation: Optional[dict[str, Tensor]] = None,
-) -> FwdHooks:
-    """``fwd_hooks`` that run ``model`` as the circuit ``mask`` on the batch of ``reference``.
-
-    ``reference`` (:class:`~sparselens.interventions.ReferenceRun` of the same batch, built once and
-    reused for every circuit evaluated on it) is needed for resample ablation (its resample source)
-    and for frozen norms (its RMSNorm scales); ``means`` for mean ablation; ``interpolation`` as in
-    :func:`~sparselens.interventions.ablation_hooks`.
-    """
-    ablation = Ablation.parse(ablation)
-    if (ablation.needs == "resample" or freeze_norms) and reference is None:
-        raise ValueError("resample ablation and frozen norms need reference=ReferenceRun.of(model, batch) of the "
-                         "batch the circuit will run on")
-    resample = reference.resampled() if ablation.needs == "resample" else None
-    hooks = ablation_hooks(model, mask, ablation, means=means, resample_cache=resample, interpolation=interpolation)
-    if freeze_norms:
-        hooks += freeze_norm_hooks(reference.norm_scales())
-    return hooks
 
 
 def circuit_loss(

@@ -1,6 +1,6 @@
 """``sparselens prune``: prune a model on a task at one or more target losses; table, plot and circuit files.
 
-    sparselens prune --model sparse-2l-128 --task single_double_quote --targets 0.05,0.1,0.15,0.3
+    sparselens prune --model sparse-pygen-2l-128 --task single_double_quote --targets 0.05,0.1,0.15,0.3
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ def circuit_table(circuits) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
-    from sparselens.errors import CheckpointError
     from sparselens.prune import prune_sweep
     from sparselens.tasks import get_task
     from sparselens.viz import circuit_size_plot
@@ -41,17 +40,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"sparselens prune: --targets must be numbers separated by commas, got {args.targets!r}", file=sys.stderr)
         return 2
-    try:
-        model = HookedSparseTransformer.from_pretrained(args.model)
-        task = get_task(args.task, tokenizer=model.tokenizer)
-    except (CheckpointError, KeyError, ValueError) as err:
-        print(f"sparselens prune: {err}", file=sys.stderr)
-        return 2
-    try:
-        circuits = prune_sweep(model, task, targets, prune_config_from_args(args))
-    except ValueError as err:
-        print(f"sparselens prune: {err}", file=sys.stderr)
-        return 2
+    model = HookedSparseTransformer.from_pretrained(args.model)
+    task = get_task(args.task, tokenizer=model.tokenizer)
+    circuits = prune_sweep(model, task, targets, prune_config_from_args(args))
     out = Path(args.out)
     stem = f"{task.name}-{args.ablation}{'-frozen' if args.freeze_norms else ''}-seed{args.seed}"
     for circuit in circuits:

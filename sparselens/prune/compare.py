@@ -16,7 +16,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 VARIANTS = {  # name -> (model key, ablation, freeze_norms)
     "sparse, mean": ("sparse", "mean", False),
@@ -34,43 +34,34 @@ CLAIMS = [  # (title, variant compared, against, what the paper expects)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sparse", default="sparse-2l-128", help="the weight-sparse model (directory or name)")
-    parser.add_argument("--dense", default="dense-2l-128", help="the dense baseline (directory or name)")
+    parser.add_argument("--sparse", default="sparse-pygen-2l-128", help="the weight-sparse model (directory or name)")
+    parser.add_argument("--dense", default="dense-pygen-2l-128", help="the dense baseline (directory or name)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: Python tasks both models solve)")
-    parser.add_argument("--max-tasks", type=int, default=4, help="with the default, the easiest this many tasks")
-    parser.add_argument("--solve", type=float, default=0.1, help="a model solves a task at test loss <= this")
-    parser.add_argument("--target", type=float, default=0.15, help="target loss of every circuit (per pair)")
-    parser.add_argument("--seeds", default="0", help="comma-separated pruning seeds")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", default="docs", help="where comparisons.md and comparisons.png go")
+    parser.add_argument("--max-tasks", type=int, default=6, help="with the default, the easiest this many tasks (default: %(default)s)")
+    parser.add_argument("--solve", type=float, default=0.11, help="a model solves a task at test loss <= this (default: %(default)s)")
+    parser.add_argument("--target", type=float, default=0.15, help="target loss of every circuit, per pair (default: %(default)s)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated pruning seeds (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=200, help="mask-learning steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="pairs per mask-learning step (default: %(default)s)")
+    parser.add_argument("--out", default="results/compare", help="where comparisons.md and its plots go (default: %(default)s)")
 
 
-def task_losses(model: Any, task_names: list[str], n: int = 128) -> dict[str, float]:
-    """Test loss per pair of ``model`` on each task (inf where the task cannot be built)."""
-    import torch
-
-    from sparselens.tasks import get_task
+def task_losses(model: Any, task_names: list[str], n: int = 128, means: Any = None) -> dict[str, tuple[float, float]]:
+    """(test loss per pair, mean-ablated empty circuit's test loss) of ``model`` per task (inf where it cannot be built)."""
+    from sparselens.tasks.evaluate_cli import evaluate
 
     out = {}
-    for name in task_names:
-        try:
-            task = get_task(name, tokenizer=model.tokenizer)
-        except ValueError:
-            out[name] = math.inf
-            continue
-        with torch.no_grad():
-            out[name] = float(task.loss(model, task.batch(n=n, split="test", seed=0)))
+    for name, row in evaluate(model, task_names, n, means).items():
+        out[name] = (math.inf, math.inf) if math.isnan(row[0]) else (row[0], row[2] if len(row) > 2 else math.nan)
     return out
 
 
-def _empty_loss(results: dict, task: str, variant: str) -> str:
-    circuit = next((c for (t, v, _), c in results.items() if t == task and v == variant), None)
-    return "n/a" if circuit is None else f"{circuit.losses['empty']:.4f}"
+def _geo(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
-def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[int]) -> tuple[str, list[float], int]:
-    """(table row, edge ratios, number of comparisons where one side is the empty circuit)."""
+def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[int]) -> tuple[str, Optional[float], int]:
+    """(table row, the task's edge ratio: geometric mean over seeds, number of comparisons with an empty circuit)."""
     cells, ratios, empty = [], [], 0
     for seed in seeds:
         a, b = results.get((task, variant, seed)), results.get((task, base, seed))
@@ -85,10 +76,13 @@ def _ratio_row(results: dict, task: str, variant: str, base: str, seeds: list[in
         ratio = a.n_edges / b.n_edges
         ratios.append(ratio)
         cells.append(f"{sizes} ({ratio:.2f}x edges)")
-    return f"| {task} | " + "; ".join(cells) + " |", ratios, empty
+    task_ratio = _geo(ratios) if ratios else None
+    tail = f" | **{task_ratio:.2f}x** |" if task_ratio is not None else " | n/a |"
+    return f"| {task} | " + "; ".join(cells) + tail, task_ratio, empty
 
 
-def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[int], losses: dict, args: Any, out: Path) -> Path:
+def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[int], losses: dict, args: Any, out: Path,
+                 degenerate: Sequence[str] = ()) -> Path:
     """Markdown report (and a bar plot of edge ratios) of a comparison run."""
     import matplotlib
 
@@ -102,29 +96,41 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
         f"--target {args.target} --steps {args.steps} --batch-size {args.batch_size}` on the shipped models "
         f"`{args.sparse}` (weight-sparse) and `{args.dense}` (dense), CPU. {len(tasks)} tasks x {len(seeds)} "
         f"seed(s) behind every figure. Losses are per pair (the average of the pair's two prompts), on "
-        "test pairs; circuit sizes are nodes / edges (`sparselens.prune.count_edges` says what counts).",
+        "test pairs; circuit sizes are nodes / edges (`sparselens.prune.edges` says what counts: weights only, "
+        "residual identity links apart). A task's ratio is the geometric mean over seeds; the claim's figure is the "
+        "geometric mean over tasks, with the range of the per-task ratios as its spread.",
         "",
         "## Test loss of the full models and of their empty circuits (every node mean-ablated)",
         "",
         "| task | sparse | dense | sparse, empty circuit | dense, empty circuit |",
         "|---|---|---|---|---|",
-        *[f"| {t} | {losses['sparse'][t]:.4f} | {losses['dense'][t]:.4f} | {_empty_loss(results, t, 'sparse, mean')} "
-          f"| {_empty_loss(results, t, 'dense, mean')} |" for t in tasks],
+        *[f"| {t} | {losses['sparse'][t][0]:.4f} | {losses['dense'][t][0]:.4f} | {losses['sparse'][t][1]:.4f} "
+          f"| {losses['dense'][t][1]:.4f} |" for t in tasks],
         "",
     ]
+    if degenerate:
+        lines += [f"Skipped as degenerate (both models solve it, but an empty circuit already reaches the target "
+                  f"{args.target}): {', '.join(degenerate)}.", ""]
+    lines += ["![mask-learning curves](comparisons_curves.png)", "",
+              "Mask learning (train loss per step, mean over tasks and seeds, per variant): the ranking the "
+              "bisection uses comes from the end of these curves.", ""]
     labels, geo = [], []
     for title, variant, base, expected in CLAIMS:
-        lines += [f"## {title}", "", f"Expected from the paper: {expected}. Cells: `{variant}` vs `{base}`.", "",
-                  "| task | nodes / edges |", "|---|---|"]
-        all_ratios, n_empty = [], 0
+        lines += [f"## {title}", "", f"Expected from the paper: {expected}. Cells: `{variant}` vs `{base}`, per seed.", "",
+                  "| task | nodes / edges, per seed | edge ratio |", "|---|---|---|"]
+        task_ratios, n_empty = [], 0
         for task in tasks:
-            row, ratios, empty = _ratio_row(results, task, variant, base, seeds)
+            row, ratio, empty = _ratio_row(results, task, variant, base, seeds)
             lines.append(row)
-            all_ratios += ratios
+            if ratio is not None:
+                task_ratios.append(ratio)
             n_empty += empty
-        if all_ratios:
-            g = math.exp(statistics.fmean(math.log(r) for r in all_ratios))
-            lines += ["", f"Geometric mean edge ratio ({variant} / {base}): **{g:.2f}x** over {len(all_ratios)} pairs of circuits."]
+        if task_ratios:
+            g = _geo(task_ratios)
+            holds = sum(r > 1 for r in task_ratios)
+            lines += ["", f"Geometric mean edge ratio ({variant} / {base}) over {len(task_ratios)} tasks: **{g:.2f}x** "
+                          f"(per-task range {min(task_ratios):.2f}x-{max(task_ratios):.2f}x; above 1 on {holds} of "
+                          f"{len(task_ratios)} tasks)."]
             labels.append(f"{variant}\n/ {base}")
             geo.append(g)
         if n_empty:
@@ -150,6 +156,20 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
     fig.tight_layout()
     fig.savefig(out / "comparisons.png", dpi=110)
     plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for variant in VARIANTS:
+        curves = [c.curve for (t, v, _), c in results.items() if v == variant and getattr(c, "curve", None)]
+        if curves:
+            n = min(len(c) for c in curves)
+            steps = [curves[0][i][0] for i in range(n)]
+            ax.plot(steps, [statistics.fmean(c[i][1] for c in curves) for i in range(n)], label=variant)
+    ax.set_xlabel("mask-learning step")
+    ax.set_ylabel("train task loss (per pair)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "comparisons_curves.png", dpi=110)
+    plt.close(fig)
     lines.insert(2, "![edge ratios](comparisons.png)\n")
     path = out / "comparisons.md"
     path.write_text("\n".join(lines) + "\n")
@@ -165,15 +185,18 @@ def run(args: argparse.Namespace) -> int:
     models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
               "dense": HookedSparseTransformer.from_pretrained(args.dense)}
     candidates = args.tasks.split(",") if args.tasks else list_tasks("python")
-    losses = {key: task_losses(m, candidates) for key, m in models.items()}
-    solved = [t for t in candidates if max(losses["sparse"][t], losses["dense"][t]) <= args.solve]
+    means = {key: pretraining_means(m) for key, m in models.items()}
+    losses = {key: task_losses(m, candidates, means=means[key]) for key, m in models.items()}
+    solved = [t for t in candidates if max(losses["sparse"][t][0], losses["dense"][t][0]) <= args.solve]
+    degenerate = [t for t in solved if min(losses["sparse"][t][1], losses["dense"][t][1]) <= args.target]
+    solved = [t for t in solved if t not in degenerate]
     if not args.tasks:
-        solved = sorted(solved, key=lambda t: max(losses["sparse"][t], losses["dense"][t]))[: args.max_tasks]
+        solved = sorted(solved, key=lambda t: max(losses["sparse"][t][0], losses["dense"][t][0]))[: args.max_tasks]
     if not solved:
-        print(f"sparselens compare: no task is solved (test loss <= {args.solve}) by both models", file=sys.stderr)
+        print(f"sparselens compare: no non-degenerate task is solved (test loss <= {args.solve}) by both models",
+              file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
-    means = {key: pretraining_means(m) for key, m in models.items()}
     results, failures = {}, {}
     for task_name in solved:
         for variant, (key, ablation, frozen) in VARIANTS.items():
@@ -192,6 +215,6 @@ def run(args: argparse.Namespace) -> int:
                       + (f"{circuit.n_nodes} nodes, {circuit.n_edges} edges" if circuit else "failed"), flush=True)
     for (task_name, variant, seed), circuit in results.items():
         circuit.save(Path(args.out) / "comparisons" / f"{task_name}-{variant.replace(', ', '-').replace(' ', '_')}-seed{seed}.json")
-    report = write_report(results, failures, solved, seeds, losses, args, Path(args.out))
+    report = write_report(results, failures, solved, seeds, losses, args, Path(args.out), degenerate)
     print(f"report written to {report}")
     return 0

@@ -40,12 +40,20 @@ class PruneConfig:
         init_bias, init_noise: ``tau`` starts at ``N(init_bias, init_noise)``.
         temperature: of the sigmoid in the straight-through gradient.
         grad_clip: gradient-norm clip on ``tau``.
+        adversary_steps, adversary_step: with ``ablation="adversarial"``, the adversary
+            (:class:`~sparselens.interventions.adversary.Adversary`) takes this many signed steps of
+            this size on every batch before the mask's step.
+
+    ``ablation="stochastic"`` and ``"adversarial"`` are faithful pruning: the mask is learned while the
+    nodes outside it are only partly mean-ablated (``r * x + (1 - r) * mean``, ``r ~ U(0, 1)`` per node
+    and prompt, or the adversary's ``r``), so the circuit must work however much of the rest is
+    present. The circuit they find runs, like any other, with plain mean ablation.
     """
 
     ablation: str = _option("mean", "what replaces a dropped node")
     freeze_norms: bool = _option(False, "patch the full model's norm scales into pruned runs")
     seed: int = _option(0, "seed of the mask init and of the task pairs")
-    steps: int = _option(200, "mask-learning steps")
+    steps: int = _option(300, "mask-learning steps")
     batch_size: int = _option(64, "prompt pairs per step")
     eval_pairs: int = _option(128, "validation pairs (bisection) and test pairs (reported losses)")
     train_pairs: int = _option(2048, "distinct training pairs, generated once")
@@ -56,14 +64,16 @@ class PruneConfig:
     init_noise: float = _option(0.01, "std of the tau init")
     temperature: float = _option(1.0, "sigmoid temperature of the straight-through gradient")
     grad_clip: float = _option(1.0, "gradient-norm clip on tau")
+    adversary_steps: int = _option(2, "with ablation=adversarial: the adversary's signed steps per batch")
+    adversary_step: float = _option(0.1, "with ablation=adversarial: the adversary's step size")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ablation", Ablation.parse(self.ablation).value)
-        for name in ("steps", "batch_size", "eval_pairs", "train_pairs"):
+        for name in ("steps", "batch_size", "eval_pairs", "train_pairs", "adversary_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"PruneConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "temperature", "grad_clip"):
+        for name in ("lr", "temperature", "grad_clip", "adversary_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PruneConfig.{name} must be positive, got {getattr(self, name)!r}")
         if self.k_coef < 0 or self.weight_decay < 0 or self.init_noise < 0:

@@ -143,7 +143,8 @@ def circuit_edges(model: "HookedSparseTransformer", mask: NodeMask, use: EdgeUse
 def residual_links(model: "HookedSparseTransformer", mask: NodeMask) -> list[tuple[str, str]]:
     """``(write, read)`` node-name pairs joined by the residual stream's identity (not edges)."""
     registry = model.node_registry
-    links, writes = [], []
+    links: list[tuple[str, str]] = []
+    writes: list[NodeSite] = []  # the sites that wrote to the residual stream before the current read
     for layer, block in enumerate(model.blocks):
         for read_kind, write_kind in zip(RESIDUAL_READS, RESIDUAL_WRITES):
             read = registry.at(layer, read_kind)

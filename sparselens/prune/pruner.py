@@ -6,12 +6,13 @@ import logging
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from sparselens.interventions.ablation import Ablation
+from sparselens.interventions.adversary import Adversary
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.model.fingerprint import model_fingerprint
 from sparselens.nodes import NodeMask
@@ -51,6 +52,9 @@ class MaskTrainer:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: 1 - i / config.steps)
         self.pool = task.batch(n=config.train_pairs, split="train", seed=config.seed)
         self.history: list[tuple[int, float, int]] = []  # (step, train loss, nodes kept), every 10 steps
+        self._draws = torch.Generator().manual_seed(config.seed + 7)  # stochastic ablation's r
+        self.adversary = (Adversary(model.node_registry, "random", torch.Generator().manual_seed(config.seed + 11), self.device)
+                          if self.ablation.interpolation == "adversarial" else None)
 
     def batch(self, i: int) -> "TaskBatch":
         """Step ``i``'s batch: ``batch_size`` pairs drawn from the pool (a pure function of the seed and ``i``)."""
@@ -60,12 +64,26 @@ class MaskTrainer:
 
     def step(self, batch: "TaskBatch") -> tuple[torch.Tensor, torch.Tensor]:
         """One step on ``batch``; returns (task loss, kept count), both 0-d tensors on the device."""
-        masks = self.mask.masks()
-        needs_reference = self.ablation.needs == "resample" or self.config.freeze_norms
+        config, kind = self.config, self.ablation.interpolation
+        needs_reference = self.ablation.needs == "resample" or config.freeze_norms or kind == "adversarial"
         reference = ReferenceRun.of(self.model, batch) if needs_reference else None
-        hooks = circuit_hooks(self.model, masks, self.ablation, reference, self.means, self.config.freeze_norms)
+        interpolation = None
+        if kind == "random":  # stochastic: r ~ U(0, 1) per node and prompt
+            rows = batch.tokens.shape[0]
+            interpolation = {s.name: torch.rand(rows, s.n_nodes, generator=self._draws).to(self.device)
+                             for s in self.model.node_sites}
+        elif kind == "adversarial":  # the adversary moves first, against the current mask
+            assert self.adversary is not None and reference is not None  # made for adversarial ablation
+            with torch.no_grad():
+                hard = {name: m.detach() for name, m in self.mask.masks().items()}
+            self.adversary.ascend(self.model, hard, self.ablation, batch, reference, self.means, config.freeze_norms,
+                                  config.adversary_steps, config.adversary_step)
+            interpolation = self.adversary.r
+        masks = self.mask.masks()
+        hooks = circuit_hooks(self.model, masks, self.ablation.base, reference, self.means, config.freeze_norms,
+                              interpolation=interpolation)
         task_loss = self.task.loss_from_logits(self.model.run_with_hooks(batch.tokens, fwd_hooks=hooks), batch)
-        kept = sum(m.sum() for m in masks.values())
+        kept = cast(torch.Tensor, sum(m.sum() for m in masks.values()))  # a tensor: there is a mask per node site
         self.optimizer.zero_grad(set_to_none=True)
         (task_loss + self.config.k_coef * kept).backward()
         torch.nn.utils.clip_grad_norm_(self.mask.parameters(), self.config.grad_clip)
@@ -173,7 +191,7 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
         n_total = model.node_registry.n_nodes
 
         def loss_of(mask: NodeMask, batch: "TaskBatch", reference: ReferenceRun) -> float:
-            return circuit_loss(model, task, mask, batch, ablation, reference, means, config.freeze_norms)
+            return circuit_loss(model, task, mask, batch, ablation.base, reference, means, config.freeze_norms)
 
         full_mask_val = loss_of(learned.top(n_total, ranking), val, val_ref)
         skipped += [f"target {t} skipped: even with every node kept the masked model reaches {full_mask_val:.4f} "
@@ -185,8 +203,11 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
         empty_test = loss_of(learned.top(0, ranking), test, test_ref)
         use = edge_use([val, test], torch.cat([test.correct, test.wrong]).tolist())
         fingerprint = model_fingerprint(model)
-        site_means = ({site.name: means[site.hook_name].flatten().tolist() for site in model.node_sites}
-                      if ablation.needs == "means" else None)
+        site_means = None
+        if ablation.needs == "means":
+            assert means is not None  # computed above when not given
+            site_means = {site.name: (means[site.hook_name] if site.hook_name in means else means[site.name]).flatten().tolist()
+                          for site in model.node_sites}
 
         circuits = []
         bar = tqdm(total=len(reachable) * math.ceil(math.log2(n_total + 1)), disable=not progress, unit="run",
@@ -210,7 +231,7 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
                 target_ids=use.target_ids,
                 input_ids=use.input_ids,
                 n_positions=use.n_positions,
-                ablation=ablation.value,
+                ablation=ablation.base.value,  # how it runs; config["ablation"] says how it was found
                 freeze_norms=config.freeze_norms,
                 losses={"target": float(target), "model": model_test, "circuit": loss_of(mask, test, test_ref),
                         "empty": empty_test, "circuit_val": loss_of(mask, val, val_ref), "model_val": model_val},

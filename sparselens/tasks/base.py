@@ -322,11 +322,17 @@ class Task:
             return per_pair
         return per_pair.mean() if reduction == "mean" else per_pair.sum()
 
-    def loss(self, model: Any, batch: TaskBatch, kind: Optional[str] = None, reduction: str = "mean") -> Tensor:
-        """Run ``model`` on ``batch.tokens`` and return :meth:`loss_from_logits` (per-pair average)."""
+    def loss(self, model: Any, batch: TaskBatch, kind: Optional[str] = None, reduction: str = "mean",
+             grad: bool = False) -> Tensor:
+        """Run ``model`` on ``batch.tokens`` and return :meth:`loss_from_logits` (per-pair average).
+
+        A loss to report, without a graph (``float(task.loss(...))`` warns about nothing); pass
+        ``grad=True`` to train on it.
+        """
         device = next(model.parameters()).device
-        logits = model(batch.tokens.to(device), return_type="logits")
-        return self.loss_from_logits(logits, batch, kind, reduction)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            logits = model(batch.tokens.to(device), return_type="logits")
+            return self.loss_from_logits(logits, batch, kind, reduction)
 
     def accuracy_from_logits(
         self, logits: Float[Tensor, "row pos d_vocab"] | Float[Tensor, "row d_vocab"], batch: TaskBatch

@@ -1,7 +1,7 @@
 """``sparselens evaluate``: per-task test loss and accuracy of one or more models, as a markdown table.
 
-    sparselens evaluate --models sparse-2l-128,dense-2l-128
-    sparselens evaluate --models sparse-2l-128 --empty    # + the mean-ablated empty circuit's loss per task
+    sparselens evaluate --models sparse-pygen-2l-128,dense-pygen-2l-128
+    sparselens evaluate --models sparse-pygen-2l-128 --empty    # + the mean-ablated empty circuit's loss per task
 
 A task is *solved* at test loss <= ``--solve``; with ``--empty`` a solved task is also marked
 *non-degenerate* when its empty circuit (every node mean-ablated, pretraining means) stays above
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +43,7 @@ def evaluate(model, task_names: list[str], pairs: int, means=None) -> dict[str, 
         batch = task.batch(n=pairs, split="test", seed=0)
         with torch.no_grad():
             logits = model(batch.tokens)
-        row = (float(task.loss_from_logits(logits, batch)), float(task.accuracy_from_logits(logits, batch)))
+        row: tuple[float, ...] = (float(task.loss_from_logits(logits, batch)), float(task.accuracy_from_logits(logits, batch)))
         if means is not None:
             empty = NodeMask.full(model.node_registry, keep=False)
             row += (circuit_loss(model, task, empty, batch, "mean", None, means),)
@@ -54,15 +53,10 @@ def evaluate(model, task_names: list[str], pairs: int, means=None) -> dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
-    from sparselens.errors import CheckpointError
     from sparselens.tasks import list_tasks
 
     names = args.models.split(",")
-    try:
-        models = {name: HookedSparseTransformer.from_pretrained(name) for name in names}
-    except CheckpointError as err:
-        print(f"sparselens evaluate: {err}", file=sys.stderr)
-        return 2
+    models = {name: HookedSparseTransformer.from_pretrained(name) for name in names}
     from sparselens.interventions import pretraining_means
 
     tasks = args.tasks.split(",") if args.tasks else list_tasks("python")

@@ -150,7 +150,9 @@ def final_kwarg(tokenizer: Any = None) -> Task:
 def _set_or_string(name: str, tokenizer: Any, fixed_var: str | None) -> Task:
     def gen(rng: random.Random, split: str) -> PromptPair:
         head, ind, me = _function(rng, max_statements=1)
-        var = fixed_var or rng.choice(["result", "out", "acc", "collected", "output", "found", "res", "keep", "parts", "buf"])
+        varied = ["result", "out", "acc", "collected", "output", "found", "res", "keep", "parts", "buf"]
+        # split "ood" of the fixed-name task: set_or_string's varied names (never `current`)
+        var = rng.choice(varied) if (fixed_var is None or split == "ood") else fixed_var
         x, xs = rng.choice(LOOP_VARS), _iterable(rng, me)
         empty_str = rng.choice(['""', "''"])
         middle = rng.choice(["", f"{ind}{_statement(rng, [xs])}\n"])
@@ -160,7 +162,7 @@ def _set_or_string(name: str, tokenizer: Any, fixed_var: str | None) -> Task:
         b = f"{head}{var} = {empty_str}{body}"
         return PromptPair(a, b, ".", " +=", f"add({x})\n", f" {x}\n")
 
-    return Task(name, gen, [".", " +="], tokenizer, description=(
+    return Task(name, gen, [".", " +="], tokenizer, extra_splits=("ood",) if fixed_var else (), description=(
         f"'.add' vs '+=' from whether {'current' if fixed_var else 'the variable'} was set() or ''"))
 
 
@@ -172,7 +174,8 @@ def set_or_string(tokenizer: Any = None) -> Task:
 
 def set_or_string_fixedvarname(tokenizer: Any = None) -> Task:
     """:func:`set_or_string` with the variable always named ``current``, so only the initialiser
-    (``set()`` vs ``""``) decides."""
+    (``set()`` vs ``""``) decides. ``split="ood"`` uses :func:`set_or_string`'s varied names instead
+    (prune here, test there: does the circuit generalise past the one name it saw?)."""
     return _set_or_string("set_or_string_fixedvarname", tokenizer, "current")
 
 
@@ -258,7 +261,8 @@ def bracket_counting(tokenizer: Any = None) -> Task:
     def gen(rng: random.Random, split: str) -> PromptPair:
         head, ind, me = _function(rng)
         pool = rng.choice([[str(i) for i in range(100)], LOOP_VARS, ["0.5", "1.0", "2.5", "0.1", "3.0"]])
-        rows, width = rng.randint(1, 3), rng.randint(1, 3)
+        # split "ood": longer rows and more of them than any other split has (4-6 rows of 4-5), same answers
+        rows, width = (rng.randint(4, 6), rng.randint(4, 5)) if split == "ood" else (rng.randint(1, 3), rng.randint(1, 3))
         elems = [[rng.choice(pool) for _ in range(width)] for _ in range(rows)]
         nested = ", ".join("[" + ", ".join(r) + "]" for r in elems[:-1])
         nested = (nested + ", " if nested else "") + "[" + ", ".join(elems[-1])
@@ -266,7 +270,8 @@ def bracket_counting(tokenizer: Any = None) -> Task:
         var = rng.choice(LOCALS + ["matrix", "grid", "table", "pairs"])
         return PromptPair(f"{head}{var} = [{nested}", f"{head}{var} = [{flat}", "]]", "]", "\n", "\n")
 
-    return Task("bracket_counting", gen, ["]]", "]"], tokenizer, description="']]' when nested, ']' when flat")
+    return Task("bracket_counting", gen, ["]]", "]"], tokenizer, extra_splits=("ood",),
+                description="']]' when nested, ']' when flat (ood: longer and more rows)")
 
 
 def for_while(tokenizer: Any = None) -> Task:
