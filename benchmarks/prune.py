@@ -20,8 +20,7 @@ import time
 import torch
 
 from sparselens import HookedSparseTransformer
-from sparselens.interventions import Ablation
-from sparselens.interventions import compute_means
+from sparselens.interventions import Ablation, compute_means
 from sparselens.prune import MaskTrainer, PruneConfig
 from sparselens.tasks import get_task
 

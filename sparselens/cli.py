@@ -1,4 +1,4 @@
-"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,evaluate,train,prune,compare,view} ...``.
+"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,evaluate,train,prune,compare,view,faithfulness} ...``.
 
 Each subcommand lives beside the concept it drives and is imported only when it runs, so
 ``sparselens --help`` stays fast. A subcommand module provides ``add_arguments(parser)`` and
@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
+
+from sparselens.errors import SparselensError
 
 #: subcommand -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS = {
@@ -22,6 +25,7 @@ SUBCOMMANDS = {
     "prune": ("sparselens.prune.cli", "prune a model on a task to circuits at one or more target losses"),
     "compare": ("sparselens.prune.compare", "the paper's comparisons on the shipped models (sparse vs dense, ablations, frozen norms)"),
     "view": ("sparselens.viz.view_cli", "write the offline interactive circuit viewer for a circuit JSON"),
+    "faithfulness": ("sparselens.faithfulness.cli", "the faithfulness report of a circuit: is it what the model does?"),
 }
 
 
@@ -44,7 +48,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[name][0])
     sub_parser = argparse.ArgumentParser(prog=f"sparselens {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
-    return int(module.run(sub_parser.parse_args(rest)) or 0)
+    args = sub_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except (SparselensError, ValueError, KeyError, FileNotFoundError, NotADirectoryError) as err:
+        # bad input: the message says what and what to do; SPARSELENS_DEBUG=1 shows the traceback
+        if os.environ.get("SPARSELENS_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+        print(f"sparselens {name}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

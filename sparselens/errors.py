@@ -12,13 +12,20 @@ def closest_hint(name: str, valid: Iterable[str]) -> str:
     return f"; did you mean {matches[0]!r}?" if matches else ""
 
 
-class UnknownNameError(KeyError):
-    """An unknown hook, site or node name. Its message names the closest valid name."""
+class SparselensError(Exception):
+    """Base of the errors sparselens raises on purpose: bad input, with what to do about it.
 
-    def __init__(self, kind: str, name: str, valid: Iterable[str]):
+    The command line prints their message without a traceback (``SPARSELENS_DEBUG=1`` shows it).
+    """
+
+
+class UnknownNameError(SparselensError, KeyError):
+    """An unknown hook, site, node, check or cached name. Its message names the closest valid name."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], note: str = ""):
         valid = list(valid)
-        self.message = f"unknown {kind} {name!r}" + closest_hint(name, valid)
-        if not closest_hint(name, valid):
+        self.message = f"unknown {kind} {name!r}" + (f" ({note})" if note else "") + closest_hint(name, valid)
+        if not closest_hint(name, valid) and valid:
             preview = ", ".join(repr(v) for v in valid[:6])
             self.message += f"; valid names look like {preview}"
         super().__init__(self.message)
@@ -27,5 +34,9 @@ class UnknownNameError(KeyError):
         return self.message
 
 
-class CheckpointError(RuntimeError):
+class InputError(SparselensError, ValueError):
+    """A bad argument, config, file or data: the message says which and what to do."""
+
+
+class CheckpointError(SparselensError, RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or for a different architecture."""

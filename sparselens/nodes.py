@@ -100,6 +100,7 @@ class NodeRegistry:
     """
 
     def __init__(self, cfg: SparseTransformerConfig):
+        assert cfg.d_mlp is not None, "SparseTransformerConfig.__post_init__ sets d_mlp"
         shapes = {
             NodeKind.ATTN_IN: (cfg.d_model,),
             NodeKind.Q: (cfg.n_heads, cfg.d_head),

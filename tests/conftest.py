@@ -52,7 +52,7 @@ def trained_on_quotes():
     model = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=tok)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for step in range(40):
-        loss = task.loss(model, task.batch(n=32, split="train", seed=step))
+        loss = task.loss(model, task.batch(n=32, split="train", seed=step), grad=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
-from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer, NodeMask
 from sparselens.interventions import ablation_hooks, compute_means, freeze_norm_hooks
 

@@ -7,14 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import data_gym
+import nanogpt_reference as ref
 import pytest
 import torch
+from conftest import randomize, tiny_config
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import data_gym
-import nanogpt_reference as ref
-from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer, pretrained
 from sparselens.errors import CheckpointError
 from sparselens.pretrained.released import TINYPYTHON_PATTERN

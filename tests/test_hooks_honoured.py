@@ -3,8 +3,8 @@ place) is what the forward pass uses; hooks that only read change nothing, bit f
 
 import pytest
 import torch
-
 from conftest import randomize, tiny_config
+
 from sparselens import HookedSparseTransformer
 
 

@@ -3,9 +3,9 @@ into the model's folder unless asked (save_to), and shipped means are read from 
 
 import pytest
 import torch
+from conftest import tiny_config
 
 import sparselens.interventions.means as means_module
-from conftest import tiny_config
 from sparselens import HookedSparseTransformer
 from sparselens.data import iter_batches, load_corpus, load_tokenizer
 from sparselens.interventions import compute_means, pretraining_means

@@ -1,14 +1,14 @@
 """HookedSparseTransformer: computation, hook points and shapes, TransformerLens integration."""
 
+import nanogpt_reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
 import transformer_lens
+from conftest import randomize, tiny_config
 from transformer_lens import ActivationCache, HookedRootModule, patching
 from transformer_lens.config import TransformerLensConfig
 
-import nanogpt_reference as ref
-from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer
 from sparselens.errors import UnknownNameError
 

@@ -24,7 +24,7 @@ def test_quickstart_notebook_executes_and_renders(tmp_path):
     for cell in attention:  # circuitsvis, with its JavaScript inlined (no CDN)
         html = html_outputs(cell)
         assert "CircuitsVis" in html and "unpkg.com" not in html
-    assert "CircuitsVis" in html_outputs(sources["viz.node_activations(model, batch, nodes=circuit.node_names(model)[:3], circuit=circuit, prompts=[0, 8])"])
+    assert "CircuitsVis" in html_outputs(sources["viz.node_activations(model, batch, nodes=circuit.node_names(model)[:3], circuit=circuit, prompts=[0, 8])"])  # noqa: E501
     viewer = html_outputs(sources["viz.show_circuit(model, circuit, task, corpus_tokens=None)"])
     assert "<iframe" in viewer and "data-node" in viewer
     circuit_repr = "".join(o.get("data", {}).get("text/plain", "") for o in sources[next(k for k in sources if k.startswith("target ="))].outputs)

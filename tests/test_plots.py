@@ -11,9 +11,9 @@ import re
 
 import pytest
 import torch
+from conftest import randomize, tiny_config
 
 import sparselens.viz as viz
-from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer, NodeMask
 from sparselens.data import load_corpus, load_tokenizer
 from sparselens.interventions import ReferenceRun

@@ -6,12 +6,21 @@ import json
 
 import pytest
 import torch
-
 from conftest import randomize, tiny_config
+
 from sparselens import Circuit, HookedSparseTransformer, NodeMask, prune
 from sparselens.interventions import ReferenceRun, ablation_hooks
-from sparselens.prune import (EDGE_KINDS, EdgeUse, LearnedMask, PruneConfig, circuit_edges, circuit_hooks,
-                              count_edges, count_residual_links, prune_sweep)
+from sparselens.prune import (
+    EDGE_KINDS,
+    EdgeUse,
+    LearnedMask,
+    PruneConfig,
+    circuit_edges,
+    circuit_hooks,
+    count_edges,
+    count_residual_links,
+    prune_sweep,
+)
 
 FAST = dict(steps=25, batch_size=16, eval_pairs=32, train_pairs=256, k_coef=1e-3, lr=3e-2)
 
@@ -261,7 +270,7 @@ def test_interpolation_between_the_node_and_its_ablation(any_model, tokens):
     ones = {s.name: torch.ones(s.n_nodes) for s in model.node_sites}
     plain = model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, mask, "mean", means=means))
     torch.testing.assert_close(model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, mask, "mean", means=means, interpolation=zeros)), plain)
-    torch.testing.assert_close(model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, mask, "mean", means=means, interpolation=ones)), model(tokens))
+    torch.testing.assert_close(model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, mask, "mean", means=means, interpolation=ones)), model(tokens))  # noqa: E501
     r = {s.name: torch.rand(tokens.shape[0], s.n_nodes, generator=torch.Generator().manual_seed(2)) for s in model.node_sites}
     seen = {}
     hooks = ablation_hooks(model, mask, "mean", means=means, interpolation=r)
@@ -305,12 +314,14 @@ def test_compare_report_tables_follow_the_circuits(trained, tmp_path):
                          progress=False) for v, (_, a, f) in VARIANTS.items()}
     results = {(task.name, v, 0): c for v, c in circuits.items()}
     args = SimpleNamespace(sparse="s", dense="d", target=0.3, steps=3, batch_size=8)
-    losses = {"sparse": {task.name: 0.01}, "dense": {task.name: 0.02}}
-    report = write_report(results, {}, [task.name], [0], losses, args, tmp_path).read_text()
-    assert (tmp_path / "comparisons.png").exists()
+    losses = {"sparse": {task.name: (0.01, 1.5)}, "dense": {task.name: (0.02, 1.25)}}
+    report = write_report(results, {}, [task.name], [0], losses, args, tmp_path, degenerate=["with_as"]).read_text()
+    assert (tmp_path / "comparisons.png").exists() and (tmp_path / "comparisons_curves.png").exists()
+    assert "Skipped as degenerate" in report and "with_as" in report
     dense, sparse = circuits["dense, mean"], circuits["sparse, mean"]
     ratio = dense.n_edges / max(sparse.n_edges, 1)
     assert f"{dense.n_nodes} / {dense.n_edges} vs {sparse.n_nodes} / {sparse.n_edges} ({ratio:.2f}x edges)" in report
-    assert "1 tasks x 1 seed(s)" in report and f"| {task.name} | 0.0100 | 0.0200 | {sparse.losses['empty']:.4f} |" in report
+    assert "1 tasks x 1 seed(s)" in report and f"| {task.name} | 0.0100 | 0.0200 | 1.5000 | 1.2500 |" in report
+    assert f"over 1 tasks: **{ratio:.2f}x**" in report
     results[(task.name, "dense, mean", 0)] = SimpleNamespace(n_nodes=0, n_edges=0, losses=dense.losses)
     assert "an empty circuit already reaches the target" in write_report(results, {}, [task.name], [0], losses, args, tmp_path).read_text()

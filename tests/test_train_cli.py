@@ -141,7 +141,7 @@ def test_corpus_source_goes_through_sparselens_data(tmp_path):
         load_tokens(DataConfig(source=str(tmp_path / "no-such-corpus")), 2048, 32, 0)
 
 
-def test_stdlib_source_is_load_corpus_default(monkeypatch):
+def test_stdlib_source_goes_to_load_corpus_by_name(monkeypatch):
     import sparselens.data
 
     calls = []
@@ -152,7 +152,7 @@ def test_stdlib_source_is_load_corpus_default(monkeypatch):
 
     monkeypatch.setattr(sparselens.data, "load_corpus", fake_load_corpus)
     load_tokens(DataConfig(source="stdlib", options=dict(progress=False)), 2048, 16, 0)
-    assert calls == [(None, 16, "train", dict(progress=False)), (None, 16, "val", dict(progress=False))]
+    assert calls == [("stdlib", 16, "train", dict(progress=False)), ("stdlib", 16, "val", dict(progress=False))]
 
 
 def test_corpus_name_without_the_corpus_module_is_a_clear_error(monkeypatch):

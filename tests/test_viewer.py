@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from sparselens import HookedSparseTransformer, PruneConfig, prune
 from sparselens.cli import main
 from sparselens.interventions import ReferenceRun

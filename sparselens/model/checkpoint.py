@@ -49,7 +49,7 @@ def save_pretrained(model: "HookedSparseTransformer", path: Union[str, Path]) ->
     """Write the model to ``path`` (created if needed); returns the directory."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    header = {"format": "sparselens", "format_version": FORMAT_VERSION, "config": model.cfg.to_dict()}
+    header: dict[str, Any] = {"format": "sparselens", "format_version": FORMAT_VERSION, "config": model.cfg.to_dict()}
     header["config"].pop("device", None)
     state, shapes = compact_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     tmp = path / (WEIGHTS_FILE + ".tmp")

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens import HookedRootModule
 
 from sparselens.config import SparseTransformerConfig
 from sparselens.errors import UnknownNameError
 from sparselens.model.block import TransformerBlock
+from sparselens.model.cache import SparseActivationCache
 from sparselens.model.embed import BigramTable, Embed, PosEmbed, Unembed
 from sparselens.model.hook_point import CheckedHookPoint
 from sparselens.model.rms_norm import RMSNorm
@@ -189,10 +190,14 @@ class HookedSparseTransformer(HookedRootModule):
         Takes the arguments of :meth:`transformer_lens.HookedRootModule.run_with_cache`
         (``names_filter``, ``device``, ``remove_batch_dim``, ``incl_bwd``, ...).
         """
+        names = kwargs.get("names_filter")
+        for name in [names] if isinstance(names, str) else names if isinstance(names, (list, tuple)) else []:
+            if name not in self.hook_dict:  # a typo would otherwise cache nothing, silently
+                raise UnknownNameError("hook point in names_filter", name, self.hook_dict)
         out, cache_dict = super().run_with_cache(*model_args, **kwargs)
         if not return_cache_object:
             return out, cache_dict
-        return out, ActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
+        return out, SparseActivationCache(cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
 
     def _enable_hook_with_name(self, name: str, hook: Callable, dir: Literal["fwd", "bwd"]) -> None:
         if name not in self.hook_dict:
@@ -288,7 +293,8 @@ class HookedSparseTransformer(HookedRootModule):
 
     # ------------------------------------------------------------------ TransformerLens-shaped weights
     def _stack(self, getter: Callable[[TransformerBlock], Tensor]) -> Tensor:
-        return torch.stack([getter(block) for block in self.blocks])
+        # nn.ModuleList iterates as Module; every entry of self.blocks is a TransformerBlock
+        return torch.stack([getter(block) for block in self.blocks])  # type: ignore[arg-type]
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:

@@ -28,5 +28,5 @@ class RMSNorm(nn.Module):
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         out, scale = kernels.rms_norm(x, self.w, self.eps)
         if self.hook_scale.has_forward_hooks:  # a hook may replace the scale or edit it in place
-            out = kernels.rms_norm_frozen(x, self.w, self.hook_scale(scale))
+            out = kernels.rms_norm_frozen(x, self.w, self.hook_scale(scale.clone()))  # a copy: editable in place
         return self.hook_normalized(out)

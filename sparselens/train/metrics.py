@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 from jaxtyping import Int
@@ -20,6 +20,9 @@ from torch import Tensor
 
 from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 from sparselens.train.sparsifier import WeightSparsifier
+
+if TYPE_CHECKING:
+    from sparselens.interventions.ablation import FwdHooks
 
 
 @torch.no_grad()
@@ -43,6 +46,7 @@ def validation_stats(
         ``l0_actual_total`` (nonzero fraction over all sparsified entries).
     """
     cfg = model.cfg
+    assert cfg.d_mlp is not None, "SparseTransformerConfig.__post_init__ sets d_mlp"
     device = model.embed.W_E.device
     kurtosis_sum = torch.zeros(cfg.n_layers, device=device)
     fired = torch.zeros(cfg.n_layers, cfg.d_mlp, dtype=torch.bool, device=device)
@@ -59,7 +63,7 @@ def validation_stats(
     def neuron_hook(post: Tensor, hook: Any) -> None:
         fired[_layer(hook.name)] |= (post != 0).flatten(0, -2).any(dim=0)
 
-    hooks = [
+    hooks: FwdHooks = [
         (lambda name: name.endswith(".hook_resid_post"), kurtosis_hook),
         (lambda name: name.endswith(".mlp.hook_post"), neuron_hook),
     ]

@@ -8,7 +8,7 @@ decay inside Adam) -> the sparsifier masks the weights -> :func:`decay_` multipl
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, cast
 
 import torch
 from jaxtyping import Float
@@ -58,4 +58,5 @@ def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
 def decay_(params: list[nn.Parameter], lr: float, weight_decay: float) -> None:
     """Decoupled weight decay ``p *= 1 - lr * weight_decay`` (in place, no host sync)."""
     if weight_decay and params:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+        # list is invariant, so the stub's list[Tensor] does not take a list[Parameter] (a Parameter is a Tensor)
+        torch._foreach_mul_(cast(list[Tensor], params), 1.0 - lr * weight_decay)

@@ -121,7 +121,7 @@ class Trainer:
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # the only buffer is the causal mask, identical everywhere: no need to re-send it each forward
-            no_buffer_sync = {_NO_BUFFER_SYNC_ARG: False}
+            no_buffer_sync: dict[str, Any] = {_NO_BUFFER_SYNC_ARG: False}  # the keyword's name depends on torch
             self._forward_module: Any = DistributedDataParallel(self.model, device_ids=device_ids, **no_buffer_sync)
         else:
             self._forward_module = self.model

@@ -69,6 +69,7 @@ def node_activations(
         series.append(node_values(runs.full, node).cpu())
         labels.append(f"{node.name} full")
         if runs.circuit is not None:
+            assert circuit is not None  # runs.circuit is the run of the circuit given
             series.append(node_values(runs.circuit, node).cpu())
             kept = node.index in circuit.kept.get(node.site.name, [])
             labels.append(f"{node.name} circuit" + ("" if kept else " (ablated)"))

@@ -7,7 +7,7 @@ Example:
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float
@@ -23,12 +23,16 @@ if TYPE_CHECKING:
 SINK_TOKEN = "⟨sink⟩"
 
 
-def _check_heads(model: "HookedSparseTransformer", heads: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def _check_heads(
+    model: "HookedSparseTransformer", heads: Union[tuple[int, int], Sequence[tuple[int, int]]]
+) -> list[tuple[int, int]]:
     cfg = model.cfg
+    # one (layer, head) pair passes as itself; every item is checked below, whatever it is
+    items: Sequence[Any] = heads
     if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, int) for x in heads):
-        heads = [heads]
+        items = [heads]
     out = []
-    for item in heads:
+    for item in items:
         try:
             layer, head = (int(x) for x in item)
         except (TypeError, ValueError):
@@ -93,8 +97,9 @@ def attention_patterns(
 
     str_tokens = ([SINK_TOKEN] if sink else []) + model.to_str_tokens(prompts.tokens[row, :n])
     head_names = [f"L{l}H{h}" for l, h in heads]
-    data = {"tokens": str_tokens, "heads": heads, "full": shown(runs.full),
-            "circuit": shown(runs.circuit) if runs.circuit is not None else None}
+    full = shown(runs.full)
+    in_circuit = shown(runs.circuit) if runs.circuit is not None else None
+    data = {"tokens": str_tokens, "heads": heads, "full": full, "circuit": in_circuit}
 
     mount = Mounts()
 
@@ -109,8 +114,9 @@ def attention_patterns(
         "With it every query row sums to 1. The ⟨sink⟩ row is not a query (left 0)."
         if sink else "This model has no attention sink: each query row sums to 1 over the tokens."
     )
-    panels = [panel("Full model", "", data["full"])]
+    panels = [panel("Full model", "", full)]
     if circuit is not None:
+        assert in_circuit is not None  # model_and_circuit runs a circuit it is given
         d_head = model.cfg.d_head
         kept = "; ".join(
             f"L{l}H{h}: " + ", ".join(
@@ -119,7 +125,7 @@ def attention_patterns(
             for l, h in heads
         )
         panels.append(panel(f"Circuit ({circuit.n_nodes} nodes, {circuit.ablation} ablation)",
-                            html.escape(f"channels kept: {kept}"), data["circuit"]))
+                            html.escape(f"channels kept: {kept}"), in_circuit))
     body = (f'<div style="{STYLE}"><div style="margin-bottom: 6px;">Attention of {", ".join(head_names)} on prompt '
             f'{row} ({n} tokens). {sink_note}</div><div style="display: flex; flex-wrap: wrap; gap: 16px;">'
             f'{"".join(panels)}</div></div>')

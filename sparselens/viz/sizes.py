@@ -134,7 +134,7 @@ def circuit_size_plot(results: Sequence[Union["Circuit", Mapping[str, Any]]], lo
         loss name, or a non-finite value.
     """
     points = _sweep_points(results, loss)
-    refs = next((p["refs"] for p in points if p["refs"]), {})
+    refs: dict[str, float] = next((p["refs"] for p in points if p["refs"]), {})
     ys = [p["loss"] for p in points] + list(refs.values())
     y_lo, y_hi, y_ticks = _axis(min(0.0, min(ys)), max(ys) * 1.05 if max(ys) > 0 else 1.0, log=False)
     panels = [_panel_svg(points, key, label, y_lo, y_hi, y_ticks, refs)

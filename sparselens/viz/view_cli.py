@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from sparselens.errors import CheckpointError
 
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         from sparselens.data import load_corpus
         from sparselens.interventions.means import pretraining_corpus
 
-        source, options = args.corpus, {}
+        source = args.corpus
+        options: dict[str, Any] = {}  # load_corpus keywords
         try:
             if source is None:
                 source, options = pretraining_corpus(model)

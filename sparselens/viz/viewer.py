@@ -83,6 +83,7 @@ def _prompt_activations(
         at_read = logits[rows, batch.read_pos]  # [row, vocab]
         return _round(at_read[rows, batch.correct] - at_read[rows, batch.wrong])
 
+    assert runs.circuit is not None and runs.circuit_logits is not None  # model_and_circuit ran the circuit given
     diff_full, diff_circuit = logit_diff(runs.logits), logit_diff(runs.circuit_logits)
     prompts = [{
         "pair": r % batch.n_pairs, "label": "A" if r < batch.n_pairs else "B", "ids": batch.tokens[r, :n].tolist(),
@@ -143,15 +144,20 @@ def _layout_rows(model: "HookedSparseTransformer", nodes: list[Node]) -> list[di
     rows = []
     for layer in range(model.cfg.n_layers):
         heads: dict[int, list[str]] = {}
-        for kind in (NodeKind.Q, NodeKind.K, NodeKind.V):
-            for name in names(layer, kind):
-                heads.setdefault(model.node_registry.node(name).head, []).append(name)
-        for kind, label in ((NodeKind.ATTN_IN, "attention read"), ("qkv", "Q/K/V by head"),
-                            (NodeKind.ATTN_OUT, "attention write"), (NodeKind.MLP_IN, "MLP read"),
-                            (NodeKind.NEURON, "neurons"), (NodeKind.MLP_OUT, "MLP write")):
+        for head_kind in (NodeKind.Q, NodeKind.K, NodeKind.V):
+            for name in names(layer, head_kind):
+                head = model.node_registry.node(name).head
+                assert head is not None  # every Q, K and V channel is in a head
+                heads.setdefault(head, []).append(name)
+        sections: tuple[tuple[Union[NodeKind, str], str], ...] = (
+            (NodeKind.ATTN_IN, "attention read"), ("qkv", "Q/K/V by head"),
+            (NodeKind.ATTN_OUT, "attention write"), (NodeKind.MLP_IN, "MLP read"),
+            (NodeKind.NEURON, "neurons"), (NodeKind.MLP_OUT, "MLP write"))
+        for kind, label in sections:
             if kind == "qkv":
                 groups = [{"label": f"head {h}", "nodes": heads[h]} for h in sorted(heads)]
             else:
+                assert isinstance(kind, NodeKind)  # every section but "qkv" is one node kind
                 groups = [{"label": "", "nodes": names(layer, kind)}] if names(layer, kind) else []
             if groups:
                 kind_name = getattr(kind, "value", kind)
