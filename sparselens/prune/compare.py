@@ -176,9 +176,31 @@ def write_report(results: dict, failures: dict, tasks: list[str], seeds: list[in
     return path
 
 
+def circuit_path(out: Path, task: str, variant: str, seed: int) -> Path:
+    """Where a comparison saves the circuit of one (task, variant, seed)."""
+    return out / "comparisons" / f"{task}-{variant.replace(', ', '-').replace(' ', '_')}-seed{seed}.json"
+
+
+def reusable_circuit(path: Path, config: Any, target: float, fingerprint: str) -> Optional[Any]:
+    """The circuit saved at ``path`` if it was pruned from this model with this config and target, else None."""
+    from sparselens.prune import Circuit
+
+    if not path.exists():
+        return None
+    try:
+        circuit = Circuit.load(path)
+    except ValueError as err:
+        print(f"sparselens compare: pruning again, {err}", file=sys.stderr)
+        return None
+    same = (circuit.model_fingerprint == fingerprint and circuit.losses.get("target") == target
+            and circuit.config == config.to_dict())
+    return circuit if same else None
+
+
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
     from sparselens.interventions import pretraining_means
+    from sparselens.model.fingerprint import model_fingerprint
     from sparselens.prune import PruneConfig, prune
     from sparselens.tasks import get_task, list_tasks
 
@@ -197,24 +219,30 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
+    fingerprints = {key: model_fingerprint(m) for key, m in models.items()}
     results, failures = {}, {}
     for task_name in solved:
         for variant, (key, ablation, frozen) in VARIANTS.items():
             model = models[key]
             task = get_task(task_name, tokenizer=model.tokenizer)
             for seed in seeds:
-                try:
-                    config = PruneConfig(ablation=ablation, freeze_norms=frozen, seed=seed, steps=args.steps,
-                                         batch_size=args.batch_size)
-                    results[(task_name, variant, seed)] = prune(
-                        model, task, args.target, config, means=means[key] if ablation == "mean" else None)
-                except ValueError as err:
-                    failures[(task_name, variant, seed)] = str(err)
-                circuit = results.get((task_name, variant, seed))
+                config = PruneConfig(ablation=ablation, freeze_norms=frozen, seed=seed, steps=args.steps,
+                                     batch_size=args.batch_size)
+                path = circuit_path(Path(args.out), task_name, variant, seed)
+                circuit = reusable_circuit(path, config, args.target, fingerprints[key])
+                reused = circuit is not None
+                if circuit is None:
+                    try:
+                        circuit = prune(model, task, args.target, config,
+                                        means=means[key] if ablation == "mean" else None)
+                        circuit.save(path)  # at once: an interrupted comparison resumes from here
+                    except ValueError as err:
+                        failures[(task_name, variant, seed)] = str(err)
+                if circuit is not None:
+                    results[(task_name, variant, seed)] = circuit
                 print(f"{task_name:<24}{variant:<28}seed {seed}: "
-                      + (f"{circuit.n_nodes} nodes, {circuit.n_edges} edges" if circuit else "failed"), flush=True)
-    for (task_name, variant, seed), circuit in results.items():
-        circuit.save(Path(args.out) / "comparisons" / f"{task_name}-{variant.replace(', ', '-').replace(' ', '_')}-seed{seed}.json")
+                      + (f"{circuit.n_nodes} nodes, {circuit.n_edges} edges" if circuit else "failed")
+                      + (f" (reused {path})" if reused else ""), flush=True)
     report = write_report(results, failures, solved, seeds, losses, args, Path(args.out), degenerate)
     print(f"report written to {report}")
     return 0
