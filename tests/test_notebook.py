@@ -29,3 +29,34 @@ def test_quickstart_notebook_executes_and_renders(tmp_path):
     assert "<iframe" in viewer and "data-node" in viewer
     circuit_repr = "".join(o.get("data", {}).get("text/plain", "") for o in sources[next(k for k in sources if k.startswith("target ="))].outputs)
     assert "Circuit for 'single_double_quote'" in circuit_repr
+
+
+FAITHFULNESS = Path(__file__).parent.parent / "notebooks" / "02_faithfulness.ipynb"
+
+
+def text_outputs(cell) -> str:
+    return "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in cell.get("outputs", []))
+
+
+def test_notebooks_are_stored_without_outputs():
+    for path in (NOTEBOOK, FAITHFULNESS):
+        nb = nbformat.read(path, as_version=4)
+        stored = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
+        assert not stored, f"{path.name} is stored with outputs in {stored}; clear them before committing"
+
+
+def test_faithfulness_notebook_executes_and_renders(tmp_path):
+    nb = nbformat.read(FAITHFULNESS, as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, errors
+    sources = {c.source.splitlines()[0]: c for c in code}
+    report = html_outputs(sources["report = faithfulness.evaluate(model, circuit, task, n_pairs=32)"])
+    assert "sparselens-faithfulness" in report and "Flags" in report and "adversarial_loss" in report
+    metrics = text_outputs(sources["m = report.metrics"])
+    assert "faithfulness" in metrics and "adversarial_loss" in metrics and "nan" not in metrics.split("kl_answer")[0]
+    side_by_side = text_outputs(sources[next(k for k in sources if k.startswith("faithful = "))])
+    assert "stochastic pruning" in side_by_side and side_by_side.count("\n") >= 7
+    viewer = html_outputs(sources["viz.show_circuit(model, circuit, task, corpus_tokens=None, report=report)"])
+    assert "<iframe" in viewer and "colour-by" in viewer and "&quot;faith&quot;" in viewer

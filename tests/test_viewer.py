@@ -4,6 +4,7 @@ headless Chromium (Debian's `chromium`) driving the page over the DevTools proto
 
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -436,6 +437,84 @@ def test_viewer_in_headless_chromium_offline(setup, tmp_path):
         assert link in neighbours(first)
         browser.mouse("#panel .link", click=True)
         assert browser.js("document.getElementById('panel-name').textContent") == link
+        assert browser.problems() == []
+
+
+@pytest.fixture(scope="module")
+def with_report(setup):
+    """The circuit's faithfulness report (nodes and attention checks) and the viewer data carrying it."""
+    import sparselens.faithfulness as faithfulness
+
+    model, task, circuit, _, _ = setup
+    report = faithfulness.evaluate(model, circuit, task, checks=["nodes", "attention"], n_pairs=8, progress=False)
+    return report, viewer_data(model, circuit, n_prompts=N_PROMPTS, report=report)
+
+
+def test_viewer_carries_the_faithfulness_report(setup, with_report, tmp_path):
+    from sparselens.faithfulness.report import json_safe
+
+    model, task, circuit, _, plain = setup
+    report, data = with_report
+    assert plain["faithfulness"] is None and all("faith" not in n for n in plain["nodes"].values())
+    assert data["faithfulness"]["flags"] == report.flags and data["faithfulness"]["n_pairs"] == 8
+    assert set(report.nodes) == set(data["nodes"])  # the nodes check has a row for every kept node
+    for name, node in data["nodes"].items():
+        assert node["faith"] == json_safe(report.nodes[name])
+        if node["head"] is None:
+            assert "head_faith" not in node
+        else:
+            assert node["head_faith"] == json_safe(report.heads[f"L{node['layer']}H{node['head']}"])
+    # the same from the report's JSON file
+    saved = report.save(tmp_path / "report.json")
+    assert viewer_data(model, circuit, n_prompts=N_PROMPTS, report=saved)["nodes"] == data["nodes"]
+    # a report of another circuit is refused, naming both
+    other = replace(report, circuit={**report.circuit, "n_nodes": circuit.n_nodes + 1})
+    with pytest.raises(ValueError, match="report is of another circuit"):
+        viewer_data(model, circuit, n_prompts=N_PROMPTS, report=other)
+    stray = replace(report, nodes={**report.nodes, "L0.neuron[99999]": {"corr": 1.0}})
+    with pytest.raises(ValueError, match="outside this circuit"):
+        viewer_data(model, circuit, n_prompts=N_PROMPTS, report=stray)
+
+
+def _hsl_rgb(hue: float, s: float = 0.70, lightness: float = 0.42) -> tuple[int, ...]:
+    import colorsys
+
+    return tuple(round(255 * c) for c in colorsys.hls_to_rgb(hue / 360, lightness, s))
+
+
+def test_viewer_colours_nodes_by_correlation_in_chromium(setup, with_report, tmp_path):
+    _, _, circuit, _, _ = setup
+    report, data = with_report
+    page = tmp_path / "viewer.html"
+    page.write_text(render_html(data), encoding="utf-8")
+    with Browser(tmp_path) as browser:
+        browser.send("Page.navigate", url=page.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js("document.getElementById('colour-by').value") == "corr"  # a report attached: by correlation
+        fills = browser.js("Object.fromEntries([...document.querySelectorAll('.node')].map(e => [e.dataset.node, "
+                           "getComputedStyle(e).fill]))")
+        assert len(fills) == circuit.n_nodes
+        for name, fill in fills.items():
+            corr = report.nodes[name]["corr"]
+            want = (209, 213, 219) if corr != corr else _hsl_rgb(math.floor(120 * min(1.0, max(0.0, corr)) + 0.5))  # hue in whole degrees; NaN: grey
+            got = tuple(int(v) for v in re.findall(r"\d+", fill)[:3])
+            assert all(abs(g - w) <= 1 for g, w in zip(got, want, strict=True)), (name, corr, fill, want)
+        constant = [n for n, row in report.nodes.items() if row["constant"]]
+        assert browser.js("[...document.querySelectorAll('.node.constant')].map(e => e.dataset.node).sort()") == sorted(constant)
+        # the panel shows the node's row (and its head's for a Q/K/V channel)
+        name = next(iter(fills))
+        browser.mouse(f'.node[data-node="{name}"]', click=True)
+        text = browser.js("document.getElementById('panel').textContent")
+        assert "Faithfulness (report on 8 test pairs)" in text and "mean in the model" in text
+        if report.nodes[name]["repurposed"]:
+            assert browser.js("document.querySelectorAll('#panel .flag').length") >= 1
+        if report.flags:
+            assert f"{len(report.flags)} faithfulness flag" in browser.js("document.getElementById('flags').textContent")
+        # back to colours by kind: the class colours return
+        browser.js("(() => { const s = document.getElementById('colour-by'); s.value = 'kind'; "
+                   "s.dispatchEvent(new Event('change')); })()")
+        assert browser.js("[...document.querySelectorAll('.node')].every(e => e.style.fill === '')")
+        assert browser.js("document.querySelectorAll('.node.constant').length") == 0
         assert browser.problems() == []
 
 

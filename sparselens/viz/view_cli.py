@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="top-activating snippets per node; 0 skips the corpus (default 5)")
     parser.add_argument("--corpus-rows", type=int, default=64, help="corpus rows of 64 tokens scanned for snippets (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompts and the corpus sample")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="a faithfulness report of this circuit (the JSON `sparselens faithfulness -o` writes): "
+                             "nodes coloured by its model/circuit correlation, its flags in the panels")
     parser.add_argument("--device", default=None, help="torch device for the model (default: the checkpoint's)")
 
 
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or args.circuit.with_suffix(".html")
     try:
         path = write_viewer(model, circuit, output, task=args.task, n_prompts=args.prompts, corpus_tokens=corpus,
-                            n_snippets=args.snippets, corpus_rows=args.corpus_rows, selected=args.node, seed=args.seed)
+                            n_snippets=args.snippets, corpus_rows=args.corpus_rows, selected=args.node, seed=args.seed,
+                            report=args.report)
     except (ValueError, KeyError, IndexError) as err:
         return _fail(str(err))
     except OSError as err:

@@ -29,6 +29,7 @@ from sparselens.nodes import Node, NodeKind
 from sparselens.viz.analysis import by_site, model_and_circuit, site_values, top_activations
 
 if TYPE_CHECKING:
+    from sparselens.faithfulness import FaithfulnessReport
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
     from sparselens.prune.circuit import Circuit
     from sparselens.prune.edges import Edge
@@ -176,6 +177,7 @@ def viewer_data(
     corpus_rows: int = 64,
     selected: Optional[str] = None,
     seed: int = 0,
+    report: Union["FaithfulnessReport", str, Path, None] = None,
 ) -> dict[str, Any]:
     """Everything the viewer page shows, as a JSON-ready dict.
 
@@ -191,6 +193,9 @@ def viewer_data(
         corpus_rows: how many corpus rows (drawn at random with ``seed``) are scanned for snippets.
         selected: a circuit node whose panel is open when the page loads.
         seed: seed of the task prompts and of the corpus sample.
+        report: a :class:`~sparselens.faithfulness.FaithfulnessReport` of this circuit (or its JSON
+            file): nodes are then coloured by its model/circuit correlation, and each node's panel
+            shows its row and flags (and its head's, for Q/K/V channels); the header lists the flags.
 
     Returns:
         ``header`` (task, losses, node/edge counts, edge counts by kind, residual links, ablation,
@@ -200,10 +205,13 @@ def viewer_data(
         edge indices, residual link indices), ``edges`` (``kind``, ``src``, ``dst``, ``weight`` as
         :meth:`Circuit.edges` gives them), ``residual_links`` (``[write, read]`` node pairs, not
         edges), ``prompts``, ``sources`` (embedding, position and bigram ends of edges),
-        ``targets`` (unembedding ends) and ``vocab`` (id -> token string).
+        ``targets`` (unembedding ends), ``vocab`` (id -> token string) and ``faithfulness`` (None,
+        or the report's metrics, flags and test pairs; each node then has ``faith`` and, for Q/K/V
+        channels, ``head_faith``).
 
     Raises:
-        ValueError: the circuit belongs to a different model, or ``selected`` is not in the circuit.
+        ValueError: the circuit belongs to a different model, ``selected`` is not in the circuit, or
+            ``report`` is of another circuit.
         UnknownNameError, IndexError: ``selected`` is not a node of this model.
     """
     mask = circuit.node_mask(model)  # checks the fingerprint first
@@ -214,6 +222,7 @@ def viewer_data(
         if selected not in names:
             raise ValueError(f"node {selected!r} is not in this circuit; its {len(names)} nodes include {names[:4]}")
     task = _resolve_task(model, circuit, task)
+    faith = _faithfulness(report, circuit, names) if report is not None else None
     edges = circuit.edges(model)
     links = circuit.residual_link_pairs(model)
     prompts, acts = _prompt_activations(model, circuit, task, nodes, n_prompts, seed)
@@ -233,6 +242,10 @@ def viewer_data(
             "channel": node.index % node.site.channel_shape[-1], "index": node.index,
             "act": acts[node.name], "snippets": snippets.get(node.name, []), "in": [], "out": [], "links": [],
         }
+        if faith is not None:
+            records[node.name]["faith"] = faith["nodes"].get(node.name)
+            if node.head is not None:
+                records[node.name]["head_faith"] = faith["heads"].get(f"L{node.site.layer}H{node.head}")
     edge_records = []
     for i, e in enumerate(edges):
         edge_records.append({"kind": e.kind, "src": e.src, "dst": e.dst, "weight": float(f"{e.weight:.4g}")})
@@ -262,7 +275,30 @@ def viewer_data(
         "nodes": records, "edges": edge_records, "residual_links": [list(pair) for pair in links], "prompts": prompts,
         "sources": sources, "targets": [{"id": t, "name": f"unembed:{t}"} for t in circuit.target_ids],
         "vocab": {str(i): s for i, s in zip(vocab_ids, strings, strict=True)}, "selected": selected,
+        "faithfulness": None if faith is None else {k: faith[k] for k in ("metrics", "flags", "n_pairs", "checks")},
     }
+
+
+def _faithfulness(report: Union["FaithfulnessReport", str, Path], circuit: "Circuit", names: list[str]) -> dict[str, Any]:
+    """The report's rows for the viewer (JSON-safe), after checking it is a report of ``circuit``."""
+    from sparselens.faithfulness import FaithfulnessReport
+    from sparselens.faithfulness.report import json_safe
+
+    if not isinstance(report, FaithfulnessReport):
+        report = FaithfulnessReport.load(report)
+    about = report.circuit
+    if (about.get("model_fingerprint") != circuit.model_fingerprint or about.get("task") != circuit.task
+            or about.get("n_nodes") != circuit.n_nodes):
+        raise ValueError(
+            f"the faithfulness report is of another circuit ({about.get('task')!r}, {about.get('n_nodes')} nodes, model "
+            f"{about.get('model_fingerprint')}), not this one ({circuit.task!r}, {circuit.n_nodes} nodes, model "
+            f"{circuit.model_fingerprint}); run sparselens.faithfulness.evaluate on this circuit")
+    stray = sorted(set(report.nodes) - set(names))
+    if stray:
+        raise ValueError(f"the faithfulness report has rows for nodes outside this circuit ({stray[:3]}); it is of "
+                         "another circuit")
+    return json_safe({"metrics": report.metrics, "flags": report.flags, "n_pairs": report.n_pairs,
+                       "checks": report.checks, "nodes": report.nodes, "heads": report.heads})
 
 
 def _static(name: str) -> str:

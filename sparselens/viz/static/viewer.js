@@ -6,8 +6,11 @@
  * |weight| relative to the largest edge of the same kind; q-k pairings and residual links, which
  * are not weights, in lighter styles of their own) and a side panel for the hovered or clicked
  * node (activations on task prompts in the full model and in the circuit, top corpus snippets,
- * incoming and outgoing edges, residual links). Every node is a <circle class="node"
- * data-node="NAME">, every edge a <path class="edge">, every residual link a <path class="link-path">.
+ * incoming and outgoing edges, residual links). Nodes are coloured by kind, or by the correlation of
+ * their activation in the circuit with the model's (the faithfulness report's when one is attached,
+ * else over the prompts shown); with a report the panel shows the node's and its head's rows and
+ * flags. Every node is a <circle class="node" data-node="NAME">, every edge a <path class="edge">,
+ * every residual link a <path class="link-path">.
  */
 (function () {
   "use strict";
@@ -44,6 +47,8 @@
   var segments = [];     // one per kind of data.sources present: {kind, sources, x0, x1}
   var pinned = null;
   var shown = null;
+  var faith = data.faithfulness || null;     // the attached faithfulness report's metrics and flags, or null
+  var colourBy = faith ? "corr" : "kind";
 
   // ------------------------------------------------------------------ helpers
   function el(tag, attrs, text) {
@@ -81,6 +86,27 @@
     return a > 0 ? "rgba(37,99,235," + (0.85 * t).toFixed(3) + ")" : "rgba(220,38,38," + (0.85 * t).toFixed(3) + ")";
   }
 
+  // a node's model/circuit correlation: the report's (over its test pairs) when attached, else the prompts shown
+  function nodeCorr(n) {
+    return n.faith ? { r: n.faith.corr, from: "report, " + faith.n_pairs + " test pairs" }
+      : { r: n.act.corr, from: data.prompts.length + " prompts shown" };
+  }
+  // green at r = 1, yellow at 0.5, red at r <= 0; grey when undefined (constant in model or circuit)
+  function corrColor(r) {
+    if (r === null || r === undefined) return "#d1d5db";
+    var hue = 120 * Math.max(0, Math.min(1, r));
+    return "hsl(" + hue.toFixed(0) + ",70%,42%)";
+  }
+  function colourNodes() {
+    Object.keys(circles).forEach(function (name) {
+      var r = nodeCorr(nodes[name]).r;
+      circles[name].style.fill = colourBy === "corr" ? corrColor(r) : "";
+      circles[name].classList.toggle("constant", colourBy === "corr" && (r === null || r === undefined));
+    });
+    document.querySelectorAll(".legend .by-kind").forEach(function (e) { e.hidden = colourBy !== "kind"; });
+    document.querySelectorAll(".legend .by-corr").forEach(function (e) { e.hidden = colourBy !== "corr"; });
+  }
+
   // ------------------------------------------------------------------ header
   function header() {
     var h = data.header;
@@ -107,6 +133,13 @@
     chip("ablation", h.ablation);
     chip("residual links", String(h.residual_links));
     chip("norms", h.freeze_norms ? "frozen" : "free");
+    if (faith) {
+      var M = faith.metrics;
+      if (M.faithfulness !== undefined) chip("faithfulness", fmt(M.faithfulness), "faith");
+      if (M.adversarial_loss !== undefined) chip("adversarial loss", fmt(M.adversarial_loss), "faith");
+      if (M.node_corr_min !== undefined) chip("node corr min", fmt(M.node_corr_min), "faith");
+      if (M.attention_js_max !== undefined) chip("attention JS max", fmt(M.attention_js_max), "faith");
+    }
     var find = el("input", { id: "find", type: "search", placeholder: "find node, e.g. L0.neuron[3]" });
     find.addEventListener("keydown", function (ev) {
       if (ev.key !== "Enter") return;
@@ -121,16 +154,36 @@
     box.appendChild(el("div", { class: "edge-kinds" }, "Edges by kind: " + (kinds.join(" \u00b7 ") || "none") +
       " (residual links are the stream's identity, not edges)" +
       (h.prompts_task !== h.task ? " \u00b7 prompts from task " + h.prompts_task : "")));
+    if (faith && faith.flags.length) {
+      var flagBox = el("details", { id: "flags" });
+      flagBox.appendChild(el("summary", {}, faith.flags.length + " faithfulness flag" + (faith.flags.length > 1 ? "s" : "") +
+        " (report on " + faith.n_pairs + " test pairs)"));
+      var list = el("ul");
+      faith.flags.forEach(function (f) { list.appendChild(el("li", {}, f)); });
+      flagBox.appendChild(list);
+      box.appendChild(flagBox);
+    }
     var legend = el("div", { class: "legend" });
+    var pick = el("select", { id: "colour-by", title: "what the node colour shows" });
+    [["kind", "colour: node kind"], ["corr", "colour: model/circuit correlation"]].forEach(function (o) {
+      var opt = el("option", { value: o[0] }, o[1]);
+      if (o[0] === colourBy) opt.setAttribute("selected", "selected");
+      pick.appendChild(opt);
+    });
+    pick.addEventListener("change", function () { colourBy = pick.value; colourNodes(); });
+    legend.appendChild(pick);
+    function swatch(colour, label, cls) {
+      var s = el("span", { class: cls });
+      var sw = el("span", { class: "swatch" });
+      sw.style.background = colour;
+      s.appendChild(sw);
+      s.appendChild(document.createTextNode(label));
+      legend.appendChild(s);
+    }
     [["read", "residual read"], ["write", "residual write"], ["q", "Q"], ["k", "K"], ["v", "V"], ["neuron", "neuron"]]
-      .forEach(function (p) {
-        var s = el("span");
-        var sw = el("span", { class: "swatch" });
-        sw.style.background = "var(--" + p[0] + ")";
-        s.appendChild(sw);
-        s.appendChild(document.createTextNode(p[1]));
-        legend.appendChild(s);
-      });
+      .forEach(function (p) { swatch("var(--" + p[0] + ")", p[1], "by-kind"); });
+    [[1, "r = 1"], [0.75, "0.75"], [0.5, "0.5 (below: repurposed)"], [0, "≤ 0"], [null, "constant (r undefined)"]]
+      .forEach(function (p) { swatch(corrColor(p[0]), p[1], "by-corr"); });
     [["pos", "positive weight"], ["neg", "negative weight"], ["qk", "q-k pairing (no weight)"],
       ["link", "residual link (identity, not an edge)"]].forEach(function (p) {
       var s = el("span");
@@ -357,6 +410,36 @@
     return box;
   }
 
+  // the attached report's row for the node (and its head, for a Q/K/V channel), flags first
+  function faithSection(panel, n) {
+    panel.appendChild(el("h3", {}, "Faithfulness (report on " + faith.n_pairs + " test pairs)"));
+    var f = n.faith;
+    if (!f) {
+      panel.appendChild(el("div", { class: "more" }, "the report has no row for this node (its 'nodes' check did not run)"));
+    } else {
+      var flags = [];
+      if (f.constant) flags.push("constant in the model or the circuit: correlation undefined");
+      if (f.sign_flip) flags.push("flips sign in the circuit");
+      else if (f.repurposed) flags.push("repurposed: its activation in the circuit correlates below 0.5 with the model's");
+      flags.forEach(function (t) { panel.appendChild(el("div", { class: "flag" }, t)); });
+      panel.appendChild(el("div", { class: "meta" }, "correlation model/circuit " + fmt(f.corr) + " \u00b7 mean in the model " +
+        fmt(f.mean_model) + ", in the circuit " + fmt(f.mean_circuit)));
+    }
+    var hf = n.head_faith;
+    if (n.head === null || n.head === undefined) return;
+    if (!hf) {
+      panel.appendChild(el("div", { class: "more" }, "no row for head " + n.head + " in the report (its 'attention' check did not run)"));
+      return;
+    }
+    var head = "L" + n.layer + " head " + n.head;
+    if (hf.uniform_in_circuit) panel.appendChild(el("div", { class: "flag" }, head + " attends without its " +
+      (hf.kept_q === 0 ? "Q" : "K") + " channels in the circuit, where the model puts " + fmt(hf.model_max_attention) +
+      " of its attention on one key"));
+    panel.appendChild(el("div", { class: "meta" }, head + ": JS divergence of its attention at the read position " + fmt(hf.js) +
+      " nats \u00b7 entropy model " + fmt(hf.entropy_model) + ", circuit " + fmt(hf.entropy_circuit) + " \u00b7 kept q/k/v " +
+      hf.kept_q + "/" + hf.kept_k + "/" + hf.kept_v));
+  }
+
   function showPanel(name) {
     shown = name;
     var n = nodes[name];
@@ -368,10 +451,11 @@
     panel.appendChild(el("div", { class: "meta" }, where + " \u00b7 hook " + n.hook));
     panel.appendChild(el("div", { class: "pin" }, pinned === name ? "pinned (click the node again or press Esc to unpin)" : "click the node to pin this panel"));
 
+    if (faith) faithSection(panel, n);
     var act = n.act;
     panel.appendChild(el("h3", {}, "Task prompts: full model vs circuit"));
     panel.appendChild(el("div", { class: "meta" }, "colour scale \u00b1" + fmt(act.max_abs) + " (blue +, red \u2212) \u00b7 correlation model/circuit " +
-      fmt(act.corr) + " \u00b7 underlined: the token whose logits are scored"));
+      fmt(act.corr) + " on these prompts \u00b7 underlined: the token whose logits are scored"));
     data.prompts.forEach(function (p, i) {
       var box = el("div", { class: "prompt" });
       box.appendChild(el("div", { class: "title" }, "pair " + (p.pair + 1) + " " + p.label + ": correct " + quoted(p.correct) +
@@ -424,6 +508,7 @@
     "its top pretraining snippets and its edges. Click to pin."));
   main.appendChild(panel);
   app.appendChild(main);
+  colourNodes();
   document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") pin(null); });
   if (data.selected && nodes[data.selected]) {
     pin(data.selected);
