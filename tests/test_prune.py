@@ -3,6 +3,7 @@ reference run computed once, resample ablation and frozen norms against independ
 edges kind by kind against independent loops, sweeps that skip unreachable targets, and Circuit save/load."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -325,3 +326,27 @@ def test_compare_report_tables_follow_the_circuits(trained, tmp_path):
     assert f"over 1 tasks: **{ratio:.2f}x**" in report
     results[(task.name, "dense, mean", 0)] = SimpleNamespace(n_nodes=0, n_edges=0, losses=dense.losses)
     assert "an empty circuit already reaches the target" in write_report(results, {}, [task.name], [0], losses, args, tmp_path).read_text()
+
+
+def test_compare_reuses_a_saved_circuit_only_when_it_matches(trained, tmp_path, monkeypatch):
+    from sparselens.model.fingerprint import model_fingerprint
+    from sparselens.prune import compare
+
+    model, task, means = trained
+    config = PruneConfig(ablation="mean", **{**FAST, "steps": 3})
+    path = compare.circuit_path(tmp_path, task.name, "sparse, mean", 0)
+    fp = model_fingerprint(model)
+    first, reused, error = compare.saved_or_pruned(model, task, 0.3, config, means, path, fp)
+    assert not reused and error is None and path.exists()  # saved at once, before any report
+    calls = []
+    monkeypatch.setattr(sys.modules["sparselens.prune"], "prune", lambda *a, **k: calls.append(a) or first)
+    again, reused, _ = compare.saved_or_pruned(model, task, 0.3, config, means, path, fp)
+    assert reused and not calls and again.kept == first.kept
+    # another target, another config or another model: pruned again
+    for target, cfg, fingerprint in [(0.25, config, fp), (0.3, PruneConfig(ablation="mean", **{**FAST, "steps": 4}), fp),
+                                     (0.3, config, "0" * len(fp))]:
+        _, reused, _ = compare.saved_or_pruned(model, task, target, cfg, means, path, fingerprint)
+        assert not reused
+    assert len(calls) == 3
+    path.write_text("{not json")  # a corrupt file is pruned again, not a crash
+    assert compare.saved_or_pruned(model, task, 0.3, config, means, path, fp)[1] is False

@@ -197,23 +197,51 @@ def reusable_circuit(path: Path, config: Any, target: float, fingerprint: str) -
     return circuit if same else None
 
 
-def run(args: argparse.Namespace) -> int:
-    from sparselens import HookedSparseTransformer
-    from sparselens.interventions import pretraining_means
-    from sparselens.model.fingerprint import model_fingerprint
-    from sparselens.prune import PruneConfig, prune
-    from sparselens.tasks import get_task, list_tasks
+def select_tasks(models: dict[str, Any], means: dict[str, Any], args: Any) -> tuple[list[str], list[str], dict]:
+    """The tasks to compare on: solved by both models (test loss <= ``args.solve``) and not degenerate
+    (no empty circuit reaching ``args.target``), the easiest ``args.max_tasks`` unless ``args.tasks``
+    names them; the degenerate ones; and every candidate's losses per model."""
+    from sparselens.tasks import list_tasks
 
-    models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
-              "dense": HookedSparseTransformer.from_pretrained(args.dense)}
     candidates = args.tasks.split(",") if args.tasks else list_tasks("python")
-    means = {key: pretraining_means(m) for key, m in models.items()}
     losses = {key: task_losses(m, candidates, means=means[key]) for key, m in models.items()}
     solved = [t for t in candidates if max(losses["sparse"][t][0], losses["dense"][t][0]) <= args.solve]
     degenerate = [t for t in solved if min(losses["sparse"][t][1], losses["dense"][t][1]) <= args.target]
     solved = [t for t in solved if t not in degenerate]
     if not args.tasks:
         solved = sorted(solved, key=lambda t: max(losses["sparse"][t][0], losses["dense"][t][0]))[: args.max_tasks]
+    return solved, degenerate, losses
+
+
+def saved_or_pruned(model: Any, task: Any, target: float, config: Any, means: Any, path: Path,
+                    fingerprint: str) -> tuple[Optional[Any], bool, Optional[str]]:
+    """``(circuit, reused, error)``: the circuit saved at ``path`` if it matches, else pruned now and saved
+    at once (so an interrupted run resumes from here); ``error`` says why pruning found none."""
+    from sparselens.interventions import Ablation
+    from sparselens.prune import prune
+
+    circuit = reusable_circuit(path, config, target, fingerprint)
+    if circuit is not None:
+        return circuit, True, None
+    try:
+        circuit = prune(model, task, target, config, means=means if Ablation.parse(config.ablation).needs == "means" else None)
+    except ValueError as err:
+        return None, False, str(err)
+    circuit.save(path)
+    return circuit, False, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparselens import HookedSparseTransformer
+    from sparselens.interventions import pretraining_means
+    from sparselens.model.fingerprint import model_fingerprint
+    from sparselens.prune import PruneConfig
+    from sparselens.tasks import get_task
+
+    models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
+              "dense": HookedSparseTransformer.from_pretrained(args.dense)}
+    means = {key: pretraining_means(m) for key, m in models.items()}
+    solved, degenerate, losses = select_tasks(models, means, args)
     if not solved:
         print(f"sparselens compare: no non-degenerate task is solved (test loss <= {args.solve}) by both models",
               file=sys.stderr)
@@ -229,15 +257,10 @@ def run(args: argparse.Namespace) -> int:
                 config = PruneConfig(ablation=ablation, freeze_norms=frozen, seed=seed, steps=args.steps,
                                      batch_size=args.batch_size)
                 path = circuit_path(Path(args.out), task_name, variant, seed)
-                circuit = reusable_circuit(path, config, args.target, fingerprints[key])
-                reused = circuit is not None
-                if circuit is None:
-                    try:
-                        circuit = prune(model, task, args.target, config,
-                                        means=means[key] if ablation == "mean" else None)
-                        circuit.save(path)  # at once: an interrupted comparison resumes from here
-                    except ValueError as err:
-                        failures[(task_name, variant, seed)] = str(err)
+                circuit, reused, error = saved_or_pruned(model, task, args.target, config, means[key], path,
+                                                         fingerprints[key])
+                if error:
+                    failures[(task_name, variant, seed)] = error
                 if circuit is not None:
                     results[(task_name, variant, seed)] = circuit
                 print(f"{task_name:<24}{variant:<28}seed {seed}: "
