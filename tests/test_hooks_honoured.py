@@ -68,3 +68,22 @@ def test_token_range_is_checked_on_cpu_and_can_be_skipped_by_a_caller_that_check
         tiny_model(bad)
     ok = torch.tensor([[1, 2, 3]])
     assert torch.equal(tiny_model(ok, check_tokens=False), tiny_model(ok))
+
+
+def test_attaching_a_hook_never_reprs_it(tiny_model):
+    """A partial's repr prints every tensor it carries; attaching one must not build it (it was most of
+    the faithfulness suite's time on small models)."""
+    from functools import partial
+
+    class NoRepr:
+        def __repr__(self):
+            raise AssertionError("the hook's repr was built")
+
+    seen = []
+
+    def record(x, hook, carried):
+        seen.append(hook.name)
+
+    tokens = torch.zeros(1, 4, dtype=torch.long)
+    tiny_model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_pre", partial(record, carried=NoRepr()))])
+    assert seen == ["blocks.0.hook_resid_pre"]

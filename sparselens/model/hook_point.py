@@ -38,6 +38,8 @@ def _shape_checked(hook: Callable) -> Callable:
         return result
 
     inner = hook
-    checked.__name__ = getattr(hook, "__name__", repr(hook))
+    # never repr(hook): a partial's repr prints every tensor it carries, each time a hook is attached
+    name = getattr(hook, "__name__", None) or getattr(getattr(hook, "func", None), "__name__", None)
+    checked.__name__ = str(name or type(hook).__name__)
     checked.__wrapped__ = hook  # type: ignore[attr-defined]
     return checked
