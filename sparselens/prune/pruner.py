@@ -6,7 +6,7 @@ import logging
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Optional, Sequence, cast
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +29,16 @@ logger = logging.getLogger(__name__)
 
 #: a prune expected to take longer than this says so before it starts
 SLOW_PRUNE_SECONDS = 180.0
+#: the bisection's upper bound: every node, or the learned mask's own kept count (for controls)
+BOUNDS = ("all", "learned")
+
+
+class Skipped(NamedTuple):
+    """A target that got no circuit: the best validation loss the sweep could offer it, and why."""
+
+    target: float
+    loss: float
+    reason: str
 
 
 class MaskTrainer:
@@ -101,15 +111,16 @@ def prune(
     *,
     means: Optional[dict[str, torch.Tensor]] = None,
     progress: bool = True,
+    bound: str = "all",
 ) -> Circuit:
     """Prune ``model`` to the smallest circuit that reaches ``target_loss`` on ``task``.
 
     ``config`` holds every option (:class:`PruneConfig`, its defaults when None); see
-    :func:`prune_sweep` for the algorithm. Raises ``ValueError`` if the target cannot be reached.
+    :func:`prune_sweep` for the algorithm and ``bound``. Raises ``ValueError`` if the target cannot be reached.
     """
-    circuits, skipped = _sweep(model, task, [target_loss], config or PruneConfig(), means, progress)
+    circuits, skipped = _sweep(model, task, [target_loss], config or PruneConfig(), means, progress, bound)
     if skipped:
-        raise ValueError(skipped[0])
+        raise ValueError(skipped[0].reason)
     return circuits[0]
 
 
@@ -121,6 +132,7 @@ def prune_sweep(
     *,
     means: Optional[dict[str, torch.Tensor]] = None,
     progress: bool = True,
+    bound: str = "all",
 ) -> list[Circuit]:
     """Prune ``model`` on ``task`` to one circuit per reachable target loss.
 
@@ -139,27 +151,36 @@ def prune_sweep(
     reaches, or one the fully kept mask misses, is skipped with a warning (the other targets still
     get their circuits); if every target is skipped, ``ValueError`` says why.
 
+    ``bound="learned"`` is for controls (:mod:`sparselens.faithfulness.controls`), tasks the model
+    was never trained on, where a mask can make the pruned model do what the full model does not:
+    the bisection's upper bound is then the learned mask's own kept count (``1[tau >= 0]``), which
+    must reach the target, and a target below the full model's loss is not skipped.
+
     Args:
         config: the options (:class:`PruneConfig`).
         means: node means for mean ablation; default :func:`sparselens.interventions.pretraining_means`
             of the model (shipped with it, or computed once over its own pretraining corpus and cached).
         progress: progress bars and the time estimate.
+        bound: ``"all"`` (every node) or ``"learned"`` (the learned mask's kept count; see above).
     """
-    circuits, skipped = _sweep(model, task, targets, config or PruneConfig(), means, progress)
+    circuits, skipped = _sweep(model, task, targets, config or PruneConfig(), means, progress, bound)
     if not circuits:
-        raise ValueError("; ".join(skipped))
-    for note in skipped:
-        logger.warning(note)
+        raise ValueError("; ".join(s.reason for s in skipped))
+    for s in skipped:
+        logger.warning(s.reason)
         if progress:
-            tqdm.write(f"note: {note}", file=sys.stderr)
+            tqdm.write(f"note: {s.reason}", file=sys.stderr)
     return circuits
 
 
 def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[float], config: PruneConfig,
-           means: Optional[dict[str, torch.Tensor]], progress: bool) -> tuple[list[Circuit], list[str]]:
-    """Circuits for the reachable targets, and a sentence for each skipped one."""
+           means: Optional[dict[str, torch.Tensor]], progress: bool,
+           bound: str = "all") -> tuple[list[Circuit], list[Skipped]]:
+    """Circuits for the reachable targets, and a :class:`Skipped` for each other one (``bound``: see :func:`prune_sweep`)."""
     if not targets:
         raise ValueError("give at least one target loss")
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     ablation = Ablation.parse(config.ablation)
     if ablation.needs == "means" and means is None:
         from sparselens.interventions.means import pretraining_means
@@ -176,10 +197,11 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
         test = task.batch(n=config.eval_pairs, split="test", seed=config.seed).to(device)
         val_ref, test_ref = ReferenceRun.of(model, val), ReferenceRun.of(model, test)
         model_val = float(task.loss_from_logits(val_ref.logits, val))
-        skipped = [f"target {t} skipped: the full model reaches {model_val:.4f} on {task.name} ({config.eval_pairs} "
-                   f"validation pairs), above the target; no circuit of it can be expected to reach it" for t in targets
-                   if t < model_val]
-        reachable = sorted(t for t in targets if t >= model_val)
+        floor = model_val if bound == "all" else -math.inf  # a control's mask may beat its model
+        skipped = [Skipped(t, model_val, f"target {t} skipped: the full model reaches {model_val:.4f} on {task.name} "
+                           f"({config.eval_pairs} validation pairs), above the target; no circuit of it can be "
+                           "expected to reach it") for t in targets if t < floor]
+        reachable = sorted(t for t in targets if t >= floor)
         if not reachable:
             return [], skipped
 
@@ -193,10 +215,12 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
         def loss_of(mask: NodeMask, batch: "TaskBatch", reference: ReferenceRun) -> float:
             return circuit_loss(model, task, mask, batch, ablation.base, reference, means, config.freeze_norms)
 
-        full_mask_val = loss_of(learned.top(n_total, ranking), val, val_ref)
-        skipped += [f"target {t} skipped: even with every node kept the masked model reaches {full_mask_val:.4f} "
-                    f"on validation pairs" for t in reachable if t < full_mask_val]
-        reachable = [t for t in reachable if t >= full_mask_val]
+        n_upper = n_total if bound == "all" else sum(int((tau >= 0).sum()) for tau in learned.tau.values())
+        upper_val = loss_of(learned.top(n_upper, ranking), val, val_ref)
+        at_bound = "with every node kept" if bound == "all" else f"with the {n_upper} nodes the learned mask keeps"
+        skipped += [Skipped(t, upper_val, f"target {t} skipped: even {at_bound} the masked model reaches {upper_val:.4f} "
+                            f"on validation pairs") for t in reachable if t < upper_val]
+        reachable = [t for t in reachable if t >= upper_val]
         if not reachable:
             return [], skipped
         model_test = float(task.loss_from_logits(test_ref.logits, test))
@@ -213,7 +237,7 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
         bar = tqdm(total=len(reachable) * math.ceil(math.log2(n_total + 1)), disable=not progress, unit="run",
                    desc=f"bisecting the number of nodes on {config.eval_pairs} validation pairs")
         for target in reachable:
-            lo, hi = 0, n_total
+            lo, hi = 0, n_upper
             while lo < hi:
                 mid = (lo + hi) // 2
                 if loss_of(learned.top(mid, ranking), val, val_ref) <= target:

@@ -289,6 +289,18 @@ class Task:
         """One pair, for display."""
         return self.pairs(1, split, seed)[0]
 
+    def with_targets(self, target_a: str, target_b: str, name: Optional[str] = None) -> "RetargetedTask":
+        """This task's prompts with other answers: ``target_a`` after every A prompt, ``target_b`` after every B.
+
+        The pairs of every split and seed are this task's own (same prompts, same order); only the
+        targets change (suffixes are dropped). Used for the nonsense control
+        (:mod:`sparselens.faithfulness.controls`).
+
+        Raises:
+            ValueError: the targets are equal, not single tokens, or not split off after the prompts.
+        """
+        return RetargetedTask(self, target_a, target_b, name)
+
     # ---------------------------------------------------------------------------------------- losses
     def loss_from_logits(
         self,
@@ -341,3 +353,29 @@ class Task:
         read = logits_at_read_pos(logits, batch)
         dev = read.device
         return (read.gather(-1, batch.correct.to(dev)[:, None]) > read.gather(-1, batch.wrong.to(dev)[:, None])).float().mean()
+
+
+class RetargetedTask(Task):
+    """``source``'s prompts with every A prompt's answer ``target_a`` and every B prompt's ``target_b``.
+
+    Made by :meth:`Task.with_targets`; the name defaults to ``"<source>:<target_a>/<target_b>"``.
+    """
+
+    def __init__(self, source: Task, target_a: str, target_b: str, name: Optional[str] = None):
+        if target_a == target_b:
+            raise ValueError(f"task {source.name!r}: the two new targets must differ, got {target_a!r} twice")
+        self.source = source
+        self.new_targets = (target_a, target_b)  # before the construction checks, which generate pairs
+        super().__init__(
+            name or f"{source.name}:{target_a}/{target_b}", lambda rng, split: self._retarget(source.generator(rng, split)),
+            [target_a, target_b], source.tokenizer, description=f"{source.description} (targets {target_a!r}/{target_b!r})",
+            extra_splits=source.splits[len(HASHED_SPLITS):], default_kind=source.default_kind,
+            prepend_bos=source.prepend_bos,
+        )
+
+    def _retarget(self, pair: PromptPair) -> PromptPair:
+        return PromptPair(pair.prompt_a, pair.prompt_b, *self.new_targets)
+
+    def pairs(self, n: int = 64, split: str = "train", seed: int = 0) -> list[PromptPair]:
+        """``source.pairs(n, split, seed)`` with the new targets."""
+        return [self._retarget(p) for p in self.source.pairs(n, split, seed)]
