@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "compare": ("sparselens.prune.compare", "the paper's comparisons on the shipped models (sparse vs dense, ablations, frozen norms)"),
     "view": ("sparselens.viz.view_cli", "write the offline interactive circuit viewer for a circuit JSON"),
     "faithfulness": ("sparselens.faithfulness.cli", "the faithfulness report of a circuit: is it what the model does?"),
+    "seeds": ("sparselens.faithfulness.seeds", "prune once per seed and compare the circuits (also under torchrun)"),
 }
 
 

@@ -8,7 +8,9 @@
 METHOD.md section 6 is the spec. Every check is a function of an :class:`EvalContext` (the circuit,
 its test batch and the model's reference run on it, built once) registered by name
 (:mod:`sparselens.faithfulness.registry`): ``losses``, ``stochastic``, ``adversarial``, ``nodes``,
-``attention``, ``ood``. All of them are hooks on the model's one forward pass.
+``attention``, ``ood``, ``controls`` (asked for by name: it prunes again on a nonsense version of
+the task and on a shuffled-weights model), and ``seeds`` (asked for by name: it prunes again with other
+seeds; :func:`seed_stability`). All of them are hooks on the model's one forward pass.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from sparselens.faithfulness import losses, ood, partial, parts  # noqa: F401  (register the checks)
+from sparselens.faithfulness import controls, losses, ood, partial, parts, seeds  # noqa: F401  (register the checks)
 from sparselens.faithfulness.context import CheckResult, EvalContext
 from sparselens.faithfulness.registry import CHECKS, Check, register, resolve
 from sparselens.faithfulness.report import FaithfulnessReport
+from sparselens.faithfulness.seeds import SeedStability, seed_stability
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -79,4 +82,5 @@ def evaluate(
                               summary, n_pairs, seed)
 
 
-__all__ = ["CHECKS", "Check", "CheckResult", "EvalContext", "FaithfulnessReport", "evaluate", "register"]
+__all__ = ["CHECKS", "Check", "CheckResult", "EvalContext", "FaithfulnessReport", "SeedStability", "evaluate", "register",
+           "seed_stability"]
