@@ -2,8 +2,11 @@
 
 - ``nodes``: per kept node, the Pearson correlation between its activation in the circuit and in
   the model over the task prompts (every position up to the read position), and its mean in each.
-  ``sign_flip``: correlation <= -0.5; ``repurposed``: correlation < 0.5 (sign flips included);
-  ``constant``: no variance in one of the two (correlation undefined, left out of the summaries).
+  ``sign_flip``: correlation <= -0.5; ``repurposed``: correlation < 0.5 (sign flips included), or
+  constant in the model while it varies in the circuit (a node the model leaves silent on these
+  prompts, e.g. a dead neuron, that carries a signal only in the circuit); ``constant``: no variance
+  in one of the two (correlation undefined, left out of the summaries), and ``constant_in`` says where
+  (``"model"``, ``"circuit"`` or ``"both"``; ``"neither"`` when the correlation is defined).
   Metrics ``node_corr_min`` and ``node_corr_median``.
 - ``attention``: per head with a kept Q, K or V channel, the Jensen-Shannon divergence between the
   circuit's and the model's attention at the read position, the sink as a key of its own, averaged
@@ -35,6 +38,12 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 1e-12 * (1 + denom), (a * b).sum(0) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan))
 
 
+def _varies(x: torch.Tensor) -> torch.Tensor:
+    """Per column of ``[n, k]``: whether it takes more than one value (beyond rounding)."""
+    x = x.double()
+    return (x - x.mean(0)).norm(dim=0) > 1e-9 * (1 + x.norm(dim=0))
+
+
 @register("nodes", description="per kept node: correlation of its activation in circuit and model; sign flips, repurposing")
 def nodes(ctx: EvalContext) -> CheckResult:
     """Correlation of every kept node's activation between circuit and model; repurposed and sign-flipped nodes."""
@@ -52,12 +61,18 @@ def nodes(ctx: EvalContext) -> CheckResult:
             raise ValueError(f"NaN or inf activations at {site.hook_name} on the task prompts; the model or the "
                              "circuit's replacement values are broken")
         r = _pearson(model_x, circ_x)
+        varies_model, varies_circuit = _varies(model_x).tolist(), _varies(circ_x).tolist()
         for j, index in enumerate(kept.tolist()):
             corr = float(r[j])
             name = site.node(index).name
+            constant_in = "neither"  # a string, not None: reports write None and NaN alike (as null)
+            if math.isnan(corr):
+                constant_in = ("model" if varies_circuit[j] and not varies_model[j] else
+                               "circuit" if varies_model[j] and not varies_circuit[j] else "both")
             out.nodes[name] = {
                 "corr": corr, "mean_model": float(model_x[:, j].mean()), "mean_circuit": float(circ_x[:, j].mean()),
-                "constant": math.isnan(corr), "sign_flip": corr <= SIGN_FLIP, "repurposed": corr < REPURPOSED,
+                "constant": math.isnan(corr), "constant_in": constant_in, "sign_flip": corr <= SIGN_FLIP,
+                "repurposed": corr < REPURPOSED or constant_in == "model",
             }
             if not math.isnan(corr):
                 corrs.append(corr)
@@ -67,12 +82,15 @@ def nodes(ctx: EvalContext) -> CheckResult:
     else:
         for key in ("node_corr_min", "node_corr_median"):
             nan_with_note(out, key, "the circuit has no kept node that varies in both the model and the circuit")
-    bad = sorted(((v["corr"], k) for k, v in out.nodes.items() if v["repurposed"]))
+    # the nodes silent in the model first (the plainest repurposing), then by correlation
+    bad = sorted(((v["corr"], k) for k, v in out.nodes.items() if v["repurposed"]), key=lambda t: (not math.isnan(t[0]), t[0]))
     if bad:
         flips = sum(out.nodes[k]["sign_flip"] for _, k in bad)
-        examples = ", ".join(f"{k} (r = {c:.2f})" for c, k in bad[:3])
+        silent = sum(math.isnan(c) for c, _ in bad)
+        examples = ", ".join(f"{k} (constant in the model)" if math.isnan(c) else f"{k} (r = {c:.2f})" for c, k in bad[:3])
+        why = (f"; {silent} of them constant in the model on these prompts but varying in the circuit" if silent else "")
         out.flags.append(f"{len(bad)} of the circuit's {len(out.nodes)} nodes are repurposed (their activation in the "
-                         f"circuit correlates below {REPURPOSED} with the model's; {flips} flip sign), e.g. {examples}.")
+                         f"circuit correlates below {REPURPOSED} with the model's{why}; {flips} flip sign), e.g. {examples}.")
     return out
 
 
