@@ -36,7 +36,8 @@ VARIANTS = {
 COLUMNS = [("nodes", "n_nodes"), ("edges", "n_edges"), ("loss", "loss_circuit"), ("faithful.", "faithfulness"),
            ("KL answer", "kl_answer"), ("argmax agr.", "argmax_agreement"), ("stoch. p95", "stochastic_uniform_loss_p95"),
            ("adv. loss", "adversarial_loss"), ("corr median", "node_corr_median"), ("repurposed", "repurposed"),
-           ("attn JS max", "attention_js_max")]
+           ("attn JS max", "attention_js_max"), ("OOD loss model", "ood_loss_model"),
+           ("OOD loss circuit", "ood_loss_circuit")]
 
 
 def _fmt(v: Any) -> str:
@@ -115,6 +116,11 @@ def main() -> int:
             report = faithfulness.evaluate(model, circuit, task, n_pairs=args.pairs, progress=False)
             report.save(path)
         rows[(task_name, variant, seed)] = _row(report, circuit)
+        if "ood" in task.splits:  # apart from the default report, which ran before the task had the split
+            opath = path.with_name(path.stem + "-ood.json")
+            if not opath.exists():
+                faithfulness.evaluate(model, circuit, task, checks=["ood"], n_pairs=args.pairs, progress=False).save(opath)
+            rows[(task_name, variant, seed)].update(FaithfulnessReport.load(opath).metrics)
         if variant == "sparse, mean":
             node_sets[(task_name, seed)] = {(site, i) for site, kept in circuit.kept.items() for i in kept}
         if variant == "sparse, mean" and seed == seeds[0] and tasks.index(task_name) < args.controls:
@@ -169,7 +175,7 @@ def write(rows: dict, node_sets: dict, failures: list[str], tasks: list[str], de
             lines.append(f"- Dense / sparse edges with {sparse.split(', ')[1]} pruning: geometric mean **{geo:.2f}x** over "
                          f"{len(ratios)} tasks (range {min(ratios):.2f}x-{max(ratios):.2f}x).")
     lines += ["", "## Seeds (sparse, mean)", "", "| task | Jaccard of node sets, min / mean over seed pairs | nodes in every "
-              "circuit | loss_circuit over seeds | adversarial loss over seeds |", "|---|---|---|---|---|"]
+              "circuit | loss_circuit over seeds | adversarial loss over seeds | OOD loss over seeds |", "|---|---|---|---|---|---|"]
     for task in tasks:
         sets = [node_sets[(task, s)] for s in seeds if (task, s) in node_sets]
         if len(sets) < 2:
@@ -178,9 +184,11 @@ def write(rows: dict, node_sets: dict, failures: list[str], tasks: list[str], de
         core = set.intersection(*sets)
         losses = [rows[(task, "sparse, mean", s)]["loss_circuit"] for s in seeds if (task, "sparse, mean", s) in rows]
         adv = [rows[(task, "sparse, mean", s)]["adversarial_loss"] for s in seeds if (task, "sparse, mean", s) in rows]
+        ood = [rows[(task, "sparse, mean", s)].get("ood_loss_circuit") for s in seeds if (task, "sparse, mean", s) in rows]
         lines.append(f"| {task} | {min(pairs):.2f} / {statistics.fmean(pairs):.2f} | {len(core)} of "
                      f"{statistics.fmean(len(s) for s in sets):.0f} (mean size) | {min(losses):.3f}-{max(losses):.3f} | "
-                     f"{min(adv):.3f}-{max(adv):.3f} |")
+                     f"{min(adv):.3f}-{max(adv):.3f} | "
+                     + (f"{min(ood):.3f}-{max(ood):.3f} |" if None not in ood else "no ood split |"))
     controls = [(t, rows[(t, "controls", first)]) for t in tasks if (t, "controls", first) in rows]
     if controls:
         lines += ["", "## Controls (sparse, mean, seed %d)" % first, ""]

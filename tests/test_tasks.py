@@ -327,3 +327,31 @@ def test_evaluate_command_prints_each_models_task_losses(tmp_path, capsys):
     assert evaluate(model, ["with_as"], 8)["with_as"][0] == pytest.approx(expected)
     assert "Tasks solved: " in printed
     assert main(["evaluate", "--models", str(tmp_path / "nope")]) == 2
+
+
+def test_ood_splits_of_the_solved_python_tasks_are_longer_and_disjoint():
+    """single_double_quote's ood strings join 3-5 phrases (other splits: one phrase, at most 2 words);
+    while_return_true's ood loops go on for 2-4 statements after the early return (others: none)."""
+    import re
+
+    from sparselens.tasks.python_tasks import WORDS
+
+    def string_words(prompt):  # the words of the string the prompt leaves open
+        return prompt.rsplit(prompt[-1] if prompt[-1] in "\"'" else re.findall(r"[\"']", prompt)[-1], 1)[1].split()
+
+    def after_return(prompt):  # loop statements between the early return and the final return
+        body = prompt.split("            return ", 1)[1].split("\n")[1:-1]
+        return [line for line in body if not re.fullmatch(r"\s+\w+ = \w+\.(parent|next|child)", line)]
+
+    longest = max(len(w.split()) for w in WORDS)
+    for name, measure, lo, hi in [("single_double_quote", string_words, longest + 1, 10 * longest),
+                                  ("while_return_true", after_return, 2, 4)]:
+        task = get_task(name)
+        assert task.splits == ("train", "val", "test", "ood")
+        ood = task.pairs(40, "ood")
+        for pair in ood:
+            assert lo <= len(measure(pair.prompt_a)) <= hi, pair.prompt_a
+        inside = [p for s in SPLITS for pair in task.pairs(40, s) for p in (pair.prompt_a, pair.prompt_b)]
+        for prompt in inside:
+            assert len(measure(prompt)) < lo, prompt
+        assert not {p for pair in ood for p in (pair.prompt_a, pair.prompt_b)} & set(inside)

@@ -2,9 +2,10 @@
 
 Tasks that define ``split="ood"`` (IOI with same-gender names; ``bracket_counting`` with longer and
 more rows than any other split; ``set_or_string_fixedvarname`` with ``set_or_string``'s varied
-names) get ``ood_loss_model``, ``ood_loss_circuit``, ``ood_acc_model`` and ``ood_acc_circuit`` on
-as many OOD pairs as the report's test pairs. Run by default when the task has the split; asked for
-by name on a task without one, it is an error.
+names; ``single_double_quote`` with longer strings; ``while_return_true`` with longer loops) get
+``ood_loss_model``, ``ood_loss_circuit``, ``ood_acc_model`` and ``ood_acc_circuit`` on as many OOD
+pairs as the report's test pairs. Run by default when the task has the split; asked for by name on a
+task without one, it is an error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def ood(ctx: EvalContext) -> CheckResult:
     """Loss and accuracy of the model and the circuit on the task's ``ood`` split."""
     if not has_ood(ctx):
         raise ValueError(f"task {ctx.task.name!r} has no 'ood' split (its splits: {ctx.task.splits}); tasks with one: "
-                         "ioi, bracket_counting, set_or_string_fixedvarname")
+                         "ioi, bracket_counting, set_or_string_fixedvarname, single_double_quote, while_return_true")
     out = CheckResult()
     batch = ctx.task.batch(n=ctx.batch.n_pairs, split="ood", seed=ctx.seed).to(ctx.model.W_E.device)
     reference = ReferenceRun.of(ctx.model, batch)

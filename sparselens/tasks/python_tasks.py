@@ -111,19 +111,23 @@ def single_double_quote(tokenizer: Any = None) -> Task:
     """Close a string with the quote that opened it: A opens with ``"`` -> ``"``, B with ``'`` -> ``'``.
 
     The string ends a line (an assignment, ``return``, a dict item or a default), so the closing quote
-    is its own token in context (``")`` would be one token).
+    is its own token in context (``")`` would be one token). ``split="ood"``: longer strings (3-5 of
+    the phrases joined, where every other split has one), so the opening quote is further back.
     """
 
     def gen(rng: random.Random, split: str) -> PromptPair:
         head, ind, me = _function(rng)
         text = rng.choice(WORDS)
+        if split == "ood":  # drawn after the other splits' draws: their prompts are unchanged
+            text = " ".join([text, *rng.sample(WORDS, rng.randint(2, 4))])
         form = rng.choice(["{v} = {q}{t}", "return {q}{t}", "{v}[{k}] = {q}{t}", "{me}{v} = {q}{t}", "yield {q}{t}"])
         v, k = rng.choice(LOCALS), rng.choice(ARGS)
         a = head + form.format(v=v, k=k, q='"', t=text, me=me)
         b = head + form.format(v=v, k=k, q="'", t=text, me=me)
         return PromptPair(a, b, '"', "'", "\n", "\n")
 
-    return Task("single_double_quote", gen, ['"', "'"], tokenizer, description="close a string with its opening quote")
+    return Task("single_double_quote", gen, ['"', "'"], tokenizer, extra_splits=("ood",),
+                description="close a string with its opening quote (ood: longer strings)")
 
 
 def final_kwarg(tokenizer: Any = None) -> Task:
@@ -466,7 +470,10 @@ def var_if(tokenizer: Any = None) -> Task:
 def while_return_true(tokenizer: Any = None) -> Task:
     """A predicate whose loop returns early: if the loop does ``return True``, the final ``return`` is
     followed by ``" False"`` (A); if it does ``return False``, by ``" True"`` (B). The loop is a
-    ``while`` (as the name says) or a ``for``."""
+    ``while`` (as the name says) or a ``for``. ``split="ood"``: the loop goes on for 2-4 more
+    statements after the early return (every other split ends it there), so the ``return True`` /
+    ``return False`` that decides is further back.
+    """
 
     def gen(rng: random.Random, split: str) -> PromptPair:
         fn = f"{rng.choice(PREDICATE_PREFIXES)}_{rng.choice(PREDICATE_SUFFIXES)}"
@@ -479,10 +486,15 @@ def while_return_true(tokenizer: Any = None) -> Task:
         else:
             loop, step = f"    for {x} in {arg}:\n", ""
         head = f"{_module_header(rng)}def {fn}({arg}):\n{loop}        if {cond}:\n            return "
+        if split == "ood":  # drawn after the other splits' draws: their prompts are unchanged
+            extra = [f"        {x}.visited = True", "        count += 1", f"        seen.add({x})",
+                     f"        log.debug({x})", f"        checked.append({x})", "        steps += 1"]
+            step = "".join(f"\n{line}" for line in rng.sample(extra, rng.randint(2, 4))) + step
         rest = f"{step}\n    return"
         return PromptPair(f"{head}True{rest}", f"{head}False{rest}", " False", " True", "\n", "\n")
 
-    return Task("while_return_true", gen, [" False", " True"], tokenizer, description="after returning True in the loop, return False")
+    return Task("while_return_true", gen, [" False", " True"], tokenizer, extra_splits=("ood",),
+                description="after returning True in the loop, return False (ood: longer loops)")
 
 
 def _resolve(tokenizer: Any) -> Any:
