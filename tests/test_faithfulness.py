@@ -14,7 +14,7 @@ import sparselens.faithfulness as faithfulness
 from sparselens import HookedSparseTransformer, NodeMask
 from sparselens.divergence import js, kl
 from sparselens.prune import PruneConfig, prune
-from sparselens.tasks import get_task
+from sparselens.tasks import Task, get_task
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,21 @@ def test_metrics_follow_their_definitions(setup):
     model, task, circuit = setup
     r = faithfulness.evaluate(model, circuit, task, n_pairs=16, progress=False)
     m = r.metrics
-    assert set(r.checks) == {"losses", "stochastic", "adversarial", "nodes", "attention"}  # no OOD split here
-    assert any("ood skipped" in n for n in r.notes)
+    assert set(r.checks) == {"losses", "stochastic", "adversarial", "nodes", "attention", "ood"}  # the task has an ood split
     # by hand, from runs written here (not through the suite's context)
     batch = task.batch(n=16, split="test", seed=0)
     with torch.no_grad():
         full = model(batch.tokens)
         circ = model.run_with_hooks(batch.tokens, fwd_hooks=circuit.hooks(model))
+        ood = task.batch(n=16, split="ood", seed=0)
+        ood_full, ood_circ = model(ood.tokens), model.run_with_hooks(ood.tokens, fwd_hooks=circuit.hooks(model))
+    assert m["ood_loss_model"] == pytest.approx(float(task.loss_from_logits(ood_full, ood)), abs=1e-6)
+    assert m["ood_loss_circuit"] == pytest.approx(float(task.loss_from_logits(ood_circ, ood)), abs=1e-6)
+    # a task without an ood split: skipped by default with a note, an error when asked for
+    plain = Task("quotes_without_ood", task.generator, list(task.target_ids), model.tokenizer)
+    renamed = dataclasses.replace(circuit, task=plain.name)
+    skipped = faithfulness.evaluate(model, renamed, plain, checks=None, n_pairs=4, progress=False)
+    assert "ood" not in skipped.checks and any("ood skipped" in n for n in skipped.notes)
     rows, read = torch.arange(32), batch.read_pos
     assert m["loss_model"] == pytest.approx(float(task.loss_from_logits(full, batch)), abs=1e-6)
     assert m["loss_circuit"] == pytest.approx(float(task.loss_from_logits(circ, batch)), abs=1e-6)
@@ -111,8 +119,10 @@ def test_hostile_inputs(setup):
     model, task, circuit = setup
     with pytest.raises(KeyError, match="unknown faithfulness check 'adversarail'.*did you mean 'adversarial'"):
         faithfulness.evaluate(model, circuit, task, checks=["adversarail"], progress=False)
+    plain = Task("quotes_without_ood", task.generator, list(task.target_ids), model.tokenizer)
     with pytest.raises(ValueError, match="has no 'ood' split"):
-        faithfulness.evaluate(model, circuit, task, checks=["ood"], n_pairs=4, progress=False)
+        faithfulness.evaluate(model, dataclasses.replace(circuit, task=plain.name), plain, checks=["ood"], n_pairs=4,
+                              progress=False)
     other = HookedSparseTransformer(tiny_config(n_layers=1, d_model=32, n_ctx=256, d_vocab=2048), tokenizer=model.tokenizer)
     with pytest.raises(ValueError, match="different model"):
         faithfulness.evaluate(other, circuit, task, progress=False)
