@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from sparselens.files import write_text_atomic
+
 SCHEMA = "sparselens.faithfulness"
 SCHEMA_VERSION = 1
 
@@ -47,12 +49,7 @@ class FaithfulnessReport:
 
     def save(self, path: Union[str, Path]) -> Path:
         """Versioned JSON (NaN written as null)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(json_safe(self.to_dict()), indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(json_safe(self.to_dict()), indent=1))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "FaithfulnessReport":

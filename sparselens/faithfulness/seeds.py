@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from sparselens.faithfulness.context import CheckResult, EvalContext
 from sparselens.faithfulness.registry import register
+from sparselens.files import write_text_atomic
 from sparselens.interventions.ablation import Ablation
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.model.fingerprint import model_fingerprint
@@ -190,12 +191,7 @@ class SeedStability:
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
 
 # ---------------------------------------------------------------------------------------------- entry point

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 from torch import Tensor
 
+from sparselens.files import write_text_atomic
 from sparselens.interventions.ablation import Ablation, FwdHooks, circuit_hooks
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.model.fingerprint import model_fingerprint
@@ -161,12 +162,7 @@ class Circuit:
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}}
 
     def save(self, path: Union[str, Path]) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Circuit":
