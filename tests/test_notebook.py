@@ -1,4 +1,4 @@
-"""The quickstart notebook runs top to bottom and shows its plots and the viewer, offline."""
+"""The notebooks run top to bottom and show their plots, reports and the viewer, offline; they are stored without outputs."""
 
 from pathlib import Path
 
@@ -12,13 +12,19 @@ def html_outputs(cell) -> str:
     return "".join(out.get("data", {}).get("text/html", "") for out in cell.get("outputs", []))
 
 
-def test_quickstart_notebook_executes_and_renders(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+def executed(path: Path, workdir: Path) -> dict:
+    """Run the notebook top to bottom in ``workdir``; its code cells by first line, with no error output."""
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
     sources = {c.source.splitlines()[0]: c for c in code}
+    return sources
+
+
+def test_quickstart_notebook_executes_and_renders(tmp_path):
+    sources = executed(NOTEBOOK, tmp_path)
     attention = [c for first, c in sources.items() if first.startswith("viz.attention_patterns")]
     assert len(attention) == 2
     for cell in attention:  # circuitsvis, with its JavaScript inlined (no CDN)
@@ -46,12 +52,7 @@ def test_notebooks_are_stored_without_outputs():
 
 
 def test_faithfulness_notebook_executes_and_renders(tmp_path):
-    nb = nbformat.read(FAITHFULNESS, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, errors
-    sources = {c.source.splitlines()[0]: c for c in code}
+    sources = executed(FAITHFULNESS, tmp_path)
     report = html_outputs(sources["report = faithfulness.evaluate(model, circuit, task, n_pairs=32)"])
     assert "sparselens-faithfulness" in report and "Flags" in report and "adversarial_loss" in report
     metrics = text_outputs(sources["m = report.metrics"])
