@@ -1,4 +1,4 @@
-"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,evaluate,train,prune,compare,view,faithfulness} ...``.
+"""The ``sparselens`` command line: ``sparselens {demo,summary,tasks,evaluate,train,prune,compare,view,faithfulness,seeds,bridges} ...``.
 
 Each subcommand lives beside the concept it drives and is imported only when it runs, so
 ``sparselens --help`` stays fast. A subcommand module provides ``add_arguments(parser)`` and
@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "view": ("sparselens.viz.view_cli", "write the offline interactive circuit viewer for a circuit JSON"),
     "faithfulness": ("sparselens.faithfulness.cli", "the faithfulness report of a circuit: is it what the model does?"),
     "seeds": ("sparselens.faithfulness.seeds", "prune once per seed and compare the circuits (also under torchrun)"),
+    "bridges": ("sparselens.bridges.cli", "train bridges between a dense and a sparse model (train), or evaluate them per site (evaluate)"),
 }
 
 

@@ -138,7 +138,7 @@ class TrainConfig:
         if isinstance(self.model, dict):
             self.model = SparseTransformerConfig.from_dict(self.model)
         if isinstance(self.data, dict):
-            self.data = _build(DataConfig, self.data, "data")
+            self.data = build_dataclass(DataConfig, self.data, "data")
         if not isinstance(self.l0_target, (int, float)) or isinstance(self.l0_target, bool) or not (
             0.0 < self.l0_target <= 1.0
         ) or math.isnan(self.l0_target):
@@ -187,7 +187,7 @@ class TrainConfig:
             raise ValueError(f"a training config must be a mapping, got {type(config).__name__}")
         if "model" not in config:
             raise ValueError("a training config needs a 'model:' mapping with the architecture fields")
-        return _build(cls, config, "training config")
+        return build_dataclass(cls, config, "training config")
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
@@ -196,7 +196,7 @@ class TrainConfig:
         if not path.is_file():
             raise FileNotFoundError(f"training config {str(path)!r} does not exist")
         try:
-            config = yaml.load(path.read_text(), Loader=_Loader)
+            config = yaml.load(path.read_text(), Loader=YamlLoader)
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML: {err}") from None
         try:
@@ -212,18 +212,19 @@ class TrainConfig:
         return text
 
 
-class _Loader(yaml.SafeLoader):
+class YamlLoader(yaml.SafeLoader):
     """SafeLoader that reads ``1e-2`` as a float (YAML 1.2), not as the string PyYAML makes of it."""
 
 
-_Loader.add_implicit_resolver(
+YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
 
 
-def _build(cls: type, config: dict[str, Any], what: str) -> Any:
+def build_dataclass(cls: type, config: dict[str, Any], what: str) -> Any:
+    """``cls(**config)``; an unknown key raises a ValueError naming ``what`` and the closest field."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in config if k not in names]
     if unknown:

@@ -1,0 +1,107 @@
+"""The bridge loss of METHOD.md section 5, term by term.
+
+For a batch of tokens, with ``h^d_i``, ``h^s_i`` the two models' residuals at site ``i`` and ``y^d``
+the dense logits::
+
+    loss = sum_i NMSE(f_i(h^d_i), h^s_i) + NMSE(g_i(h^s_i), h^d_i)
+         + sum_i KL(y^d || sparse run from i on f_i(h^d_i)) + KL(y^d || dense run from i on g_i(h^s_i))
+         (+ the sparse model's next-token cross-entropy when it trains with the bridges)
+
+``h^s_i`` is what the sparse model's downstream layers read at the site (the value at its hook
+point; the residual stream has no AbsTopK of its own), captured by the same
+:func:`~sparselens.bridges.hybrid.capture` in training and in evaluation. The dense model runs
+without gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from sparselens.bridges.bridges import Bridges
+from sparselens.bridges.hybrid import capture, run_replaced
+from sparselens.divergence import kl
+
+
+def nmse(pred: Float[Tensor, "batch pos d"], target: Float[Tensor, "batch pos d"]) -> Float[Tensor, ""]:
+    """Normalised squared error, a ratio of sums over the whole batch (in fp32).
+
+    ``sum_{b,p,c} (pred - target)^2 / sum_{b,p,c} (target - mu_c)^2`` with ``mu_c`` the mean of
+    channel ``c`` of ``target`` over the batch and positions: the squared error over the target's
+    total variance (summed over channels), i.e. the fraction of variance unexplained. Not a mean of
+    per-token ratios, which explodes for tokens near the mean.
+    """
+    pred, target = pred.float(), target.float()
+    mu = target.mean(dim=tuple(range(target.dim() - 1)), keepdim=True)
+    return (pred - target).pow(2).sum() / (target - mu).pow(2).sum().clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def mean_kl(p_logits: Float[Tensor, "batch pos d_vocab"], q_logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+    """``KL(p || q)`` exact over the full vocabulary, averaged over every token (batch and position)."""
+    return kl(p_logits, q_logits).mean()
+
+
+@dataclass
+class BridgeLosses:
+    """The loss terms of one batch, one entry per site.
+
+    Attributes:
+        nmse_enc: [n_sites] ``NMSE(f_i(h^d_i), h^s_i)`` (dense -> sparse).
+        nmse_dec: [n_sites] ``NMSE(g_i(h^s_i), h^d_i)`` (sparse -> dense).
+        kl_sparse: [n_sites] ``KL(y^d || sparse model run from site i on f_i(h^d_i))``.
+        kl_dense: [n_sites] ``KL(y^d || dense model run from site i on g_i(h^s_i))``.
+        lm: the sparse model's next-token cross-entropy, when it is trained too (else None).
+    """
+
+    nmse_enc: Float[Tensor, " n_sites"]
+    nmse_dec: Float[Tensor, " n_sites"]
+    kl_sparse: Float[Tensor, " n_sites"]
+    kl_dense: Float[Tensor, " n_sites"]
+    lm: Optional[Float[Tensor, ""]] = None
+
+    @property
+    def total(self) -> Float[Tensor, ""]:
+        """The loss to minimise: every term summed over sites (plus ``lm``)."""
+        total = self.nmse_enc.sum() + self.nmse_dec.sum() + self.kl_sparse.sum() + self.kl_dense.sum()
+        return total if self.lm is None else total + self.lm
+
+    def packed(self) -> Float[Tensor, " terms"]:
+        """All terms detached in one vector ``[nmse_enc, nmse_dec, kl_sparse, kl_dense, lm]`` (lm 0 if None)."""
+        lm = torch.zeros((), device=self.nmse_enc.device) if self.lm is None else self.lm.float()
+        return torch.cat([self.nmse_enc, self.nmse_dec, self.kl_sparse, self.kl_dense, lm.view(1)]).detach()
+
+
+def bridge_losses(
+    dense: Any, sparse: Any, bridges: Bridges, tokens: Int[Tensor, "batch pos"], *, lm_loss: bool = False
+) -> BridgeLosses:
+    """Every term of the bridge loss on ``tokens``: 2 plain and ``2 * n_sites`` hybrid forwards.
+
+    Gradients reach whatever requires grad: the bridges, and either model's parameters unless they
+    are frozen (:class:`~sparselens.bridges.BridgeTrainer` freezes the dense model for each step, and
+    the sparse model unless it trains with the bridges). The dense model's plain pass runs without grad.
+    """
+    sites = bridges.sites
+    with torch.no_grad():
+        y_dense, h_dense = capture(dense, tokens, sites)
+    if lm_loss:
+        (_, lm), h_sparse = capture(sparse, tokens, sites, return_type="both")
+    else:
+        lm = None
+        _, h_sparse = capture(sparse, tokens, sites, return_type=None)
+    terms: list[list[Tensor]] = [[], [], [], []]
+    for site in sites:
+        h_d, h_s = h_dense[site.hook_name], h_sparse[site.hook_name]
+        encoded, decoded = bridges.encode(site, h_d), bridges.decode(site, h_s)
+        terms[0].append(nmse(encoded, h_s))
+        terms[1].append(nmse(decoded, h_d))
+        terms[2].append(mean_kl(y_dense, run_replaced(sparse, tokens, site, encoded)))
+        terms[3].append(mean_kl(y_dense, run_replaced(dense, tokens, site, decoded)))
+    nmse_enc, nmse_dec, kl_sparse, kl_dense = (torch.stack(t) for t in terms)
+    return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, lm)
+
+
+__all__ = ["BridgeLosses", "bridge_losses", "mean_kl", "nmse"]
