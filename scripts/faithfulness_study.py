@@ -74,6 +74,8 @@ def main() -> int:
     parser.add_argument("--compare", default="results/compare", help="sparselens compare's --out (circuits shared)")
     parser.add_argument("--out", default="results/faithfulness_study")
     parser.add_argument("--reverse", action="store_true", help="take the tasks last first (next to a running compare)")
+    parser.add_argument("--no-prune", default="", help="semicolon-separated variants evaluated only where their circuit "
+                                                        "is already saved (e.g. 'sparse, adversarial' when time is short)")
     args = parser.parse_args()
 
     import sparselens.faithfulness as faithfulness
@@ -82,7 +84,7 @@ def main() -> int:
     from sparselens.interventions import pretraining_means
     from sparselens.model.fingerprint import model_fingerprint
     from sparselens.prune import PruneConfig
-    from sparselens.prune.compare import circuit_path, saved_or_pruned, select_tasks
+    from sparselens.prune.compare import circuit_path, reusable_circuit, saved_or_pruned, select_tasks
     from sparselens.tasks import get_task
 
     models = {"sparse": HookedSparseTransformer.from_pretrained(args.sparse),
@@ -94,6 +96,11 @@ def main() -> int:
         print("faithfulness_study: no non-degenerate task both models solve", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
+    no_prune = {v.strip() for v in args.no_prune.split(";") if v.strip()}
+    unknown = no_prune - set(VARIANTS)
+    if unknown:
+        print(f"faithfulness_study: unknown variant(s) {sorted(unknown)} in --no-prune; use {list(VARIANTS)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     runs = [(t, v, s) for t in (tasks[::-1] if args.reverse else tasks) for v, (_, _, _, which) in VARIANTS.items()
             for s in (seeds if which == "all" else seeds[:1])]
@@ -105,6 +112,10 @@ def main() -> int:
         model = models[key]
         task = get_task(task_name, tokenizer=model.tokenizer)
         config = PruneConfig(ablation=ablation, freeze_norms=frozen, seed=seed, steps=args.steps, batch_size=args.batch_size)
+        saved_at = circuit_path(Path(args.compare), task_name, variant, seed)
+        if variant in no_prune and reusable_circuit(saved_at, config, args.target, fingerprints[key]) is None:
+            failures.append(f"{task_name}, {variant}, seed {seed}: not pruned (--no-prune)")
+            continue
         circuit, _, error = saved_or_pruned(model, task, args.target, config, means[key],
                                             circuit_path(Path(args.compare), task_name, variant, seed), fingerprints[key])
         if circuit is None:
