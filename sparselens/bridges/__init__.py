@@ -15,9 +15,10 @@ Example:
 
 from sparselens.bridges.bridges import Bridges, BridgesConfig
 from sparselens.bridges.evaluate import BridgeEvaluation, SiteEvaluation, evaluate_bridges
-from sparselens.bridges.hybrid import capture, dense_from_site, replace_hooks, run_replaced, sparse_from_site
+from sparselens.bridges.hybrid import add_hooks, capture, dense_from_site, replace_hooks, run_replaced, sparse_from_site
 from sparselens.bridges.losses import BridgeLosses, bridge_losses, mean_kl, nmse
 from sparselens.bridges.sites import BridgeSite, bridge_sites, check_pair, resolve_site
+from sparselens.bridges.steering import SteeringResult, circuit_residual_channels, residual_rms_ratio, steer
 from sparselens.bridges.train import BridgeTrainConfig, BridgeTrainer, train_bridges
 
 __all__ = [
@@ -29,17 +30,22 @@ __all__ = [
     "Bridges",
     "BridgesConfig",
     "SiteEvaluation",
+    "SteeringResult",
+    "add_hooks",
     "bridge_losses",
     "bridge_sites",
     "capture",
     "check_pair",
+    "circuit_residual_channels",
     "dense_from_site",
     "evaluate_bridges",
     "mean_kl",
     "nmse",
     "replace_hooks",
+    "residual_rms_ratio",
     "resolve_site",
     "run_replaced",
     "sparse_from_site",
+    "steer",
     "train_bridges",
 ]

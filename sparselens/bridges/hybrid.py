@@ -8,7 +8,8 @@ before the site still runs, and its output is discarded. There is no hand-writte
 logits were off by up to 0.37.
 
 Every function here uses only ``run_with_hooks`` and TransformerLens hook names, so a
-``TransformerBridge`` works wherever a :class:`~sparselens.HookedSparseTransformer` does.
+``TransformerBridge`` works wherever a :class:`~sparselens.HookedSparseTransformer` does (a
+``hook_resid_mid`` site takes two more hooks on both: :func:`replace_hooks` says why).
 
 Example:
     >>> logits_d, h_d = capture(dense, tokens, bridges.sites)                # h_d: hook name -> [batch pos d_dense]
@@ -24,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sparselens.bridges.bridges import Bridges
-from sparselens.bridges.sites import BridgeSite, SiteLike
+from sparselens.bridges.sites import BridgeSite, SiteLike, skip_hooks
 from sparselens.interventions.ablation import FwdHooks
 
 
@@ -34,6 +35,10 @@ def _store(activation: Tensor, hook: Any, key: str, store: dict[str, Tensor]) ->
 
 def _replace(activation: Tensor, hook: Any, value: Tensor) -> Tensor:
     return value.to(activation.dtype)
+
+
+def _add(activation: Tensor, hook: Any, value: Tensor) -> Tensor:
+    return activation + value.to(activation.dtype)
 
 
 def capture(
@@ -51,9 +56,44 @@ def capture(
     return out, store
 
 
+def _replace_skip(activation: Tensor, hook: Any, value: Tensor, store: dict[str, Tensor]) -> Tensor:
+    return value.to(activation.dtype) - store["resid_pre"].to(activation.dtype)
+
+
 def replace_hooks(site: BridgeSite, value: Float[Tensor, "batch pos d_model"]) -> FwdHooks:
-    """Hooks that replace the residual at ``site`` by ``value`` (the activation's shape; cast to its dtype)."""
-    return [(site.hook_name, partial(_replace, value=value))]
+    """Hooks that put ``value`` on the residual stream at ``site`` (the activation's shape; cast to its dtype).
+
+    At ``hook_resid_pre`` and ``hook_resid_post`` one hook returns ``value``. At
+    ``blocks.{l}.hook_resid_mid`` that is not enough on every model: a ``TransformerBridge``'s
+    ``hook_resid_mid`` is an alias of ``blocks.{l}.ln2.hook_in``, the input of the MLP's norm only,
+    while the Hugging Face block adds the MLP's output to its own ``resid_pre + attn_out``. So the
+    hooks also replace ``hook_attn_out`` by ``value - resid_pre`` (``resid_pre`` read in the same
+    run), which puts ``resid_pre + (value - resid_pre)`` on the skip connection: ``value`` to within
+    one rounding (exactly, when ``value`` is the model's own residual there). On a model whose
+    ``hook_resid_mid`` is the residual itself (a :class:`~sparselens.HookedSparseTransformer`), the
+    sum is replaced after it is formed and the result is ``value`` bit for bit.
+    """
+    hooks: FwdHooks = [(site.hook_name, partial(_replace, value=value))]
+    skip = skip_hooks(site)
+    if skip:
+        store: dict[str, Tensor] = {}
+        resid_pre, attn_out = skip
+        hooks = [(resid_pre, partial(_store, key="resid_pre", store=store)),
+                 (attn_out, partial(_replace_skip, value=value, store=store)), *hooks]
+    return hooks
+
+
+def add_hooks(site: BridgeSite, value: Float[Tensor, "batch pos d_model"]) -> FwdHooks:
+    """Hooks that add ``value`` to the residual stream at ``site`` (a steering edit; cast to its dtype).
+
+    At ``blocks.{l}.hook_resid_mid`` the value is added to ``blocks.{l}.hook_attn_out``, the term the
+    block sums into that residual, so it reaches the MLP and the skip connection on every model (a
+    ``TransformerBridge``'s ``hook_resid_mid`` feeds the MLP's norm only: :func:`replace_hooks`).
+    The residual there is then ``resid_pre + (attn_out + value)``: ``resid_mid + value`` within one
+    rounding, and exactly the model's own when ``value`` is zero.
+    """
+    skip = skip_hooks(site)
+    return [(skip[1] if skip else site.hook_name, partial(_add, value=value))]
 
 
 def run_replaced(
@@ -79,4 +119,4 @@ def dense_from_site(
     return run_replaced(dense, tokens, resolved, bridges.decode(resolved, sparse_resid))
 
 
-__all__ = ["capture", "dense_from_site", "replace_hooks", "run_replaced", "sparse_from_site"]
+__all__ = ["add_hooks", "capture", "dense_from_site", "replace_hooks", "run_replaced", "sparse_from_site"]

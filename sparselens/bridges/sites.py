@@ -6,9 +6,12 @@ section 5): the embedding output (``blocks.0.hook_resid_pre``), then before each
 final residual before the final norm (``blocks.{L-1}.hook_resid_post``). Site ``i`` of one model
 is bridged to site ``i`` of the other, so both need the same number of layers.
 
-Only ``cfg.n_layers``, ``cfg.d_model``, ``cfg.d_vocab`` and ``hook_dict`` are read from a model, so
-any TransformerLens-style model (a :class:`~sparselens.HookedSparseTransformer`, a
+Only ``cfg.n_layers``, ``cfg.d_model``, ``cfg.d_vocab`` and ``hook_dict`` are read from a model (and
+its modules, to refuse one with dropout in training mode), so any TransformerLens-style model (a :class:`~sparselens.HookedSparseTransformer`, a
 ``TransformerBridge``) can be a side of a pair.
+
+Replacing the residual at a ``hook_resid_mid`` site also takes that block's ``hook_resid_pre`` and
+``hook_attn_out`` (:func:`skip_hooks`; why: :func:`~sparselens.bridges.hybrid.replace_hooks`).
 
 Example:
     >>> [s.hook_name for s in bridge_sites(1)]
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
+
+from torch import nn
 
 from sparselens.errors import InputError, UnknownNameError
 
@@ -70,8 +75,19 @@ def resolve_site(sites: Sequence[BridgeSite], site: SiteLike) -> BridgeSite:
     raise UnknownNameError("bridge site", str(site), names, note="a site is a residual hook name, its label or its index")
 
 
+def skip_hooks(site: BridgeSite) -> tuple[str, ...]:
+    """For a ``blocks.{l}.hook_resid_mid`` site, ``(blocks.{l}.hook_resid_pre, blocks.{l}.hook_attn_out)``,
+    the two terms TransformerLens sums into it; ``()`` for any other site."""
+    block, _, hook = site.hook_name.rpartition(".")
+    return (f"{block}.hook_resid_pre", f"{block}.hook_attn_out") if hook == "hook_resid_mid" else ()
+
+
 def model_sites(model: Any, role: str = "model") -> tuple[BridgeSite, ...]:
-    """The bridge sites of ``model``, checked to be hook points it has; ``role`` names it in errors."""
+    """The bridge sites of ``model``, checked to be hook points it has; ``role`` names it in errors.
+
+    Raises :class:`InputError` when a hook a hybrid run needs is missing, or when the model has a
+    dropout layer in training mode (its runs would be random: call ``model.eval()``).
+    """
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(model, "hook_dict"):
         raise InputError(
@@ -79,11 +95,21 @@ def model_sites(model: Any, role: str = "model") -> tuple[BridgeSite, ...]:
             "cfg (n_layers, d_model, d_vocab) and hook points (hook_dict)"
         )
     sites = bridge_sites(cfg.n_layers)
-    missing = [s.hook_name for s in sites if s.hook_name not in model.hook_dict]
+    needed = [name for s in sites for name in (s.hook_name, *skip_hooks(s))]
+    missing = [name for name in dict.fromkeys(needed) if name not in model.hook_dict]
     if missing:
         raise InputError(
-            f"the {role} model has no hook point {missing[0]!r} (missing: {missing}); bridges replace the "
-            "residual stream at TransformerLens's blocks.{l}.hook_resid_pre/mid/post"
+            f"the {role} model ({type(model).__name__}) has no hook point {missing[0]!r} (missing: {missing}); bridges "
+            "replace the residual stream at TransformerLens's blocks.{l}.hook_resid_pre/mid/post (a mid site through "
+            "hook_attn_out too). Give the model these hook names: a TransformerBridge of a sequential block has them"
+        )
+    active = [name for name, module in model.named_modules() if isinstance(module, nn.modules.dropout._DropoutNd)
+              and module.training and module.p > 0]
+    if active:
+        raise InputError(
+            f"the {role} model has dropout in training mode ({active[0]!r}, p={model.get_submodule(active[0]).p}; "
+            f"{len(active)} such layers), so each of its runs is random and hybrid runs cannot be compared with its "
+            "own run. Call model.eval() first (a Hugging Face model built from a config starts in training mode)"
         )
     return sites
 
@@ -116,4 +142,4 @@ def check_pair(dense: Any, sparse: Any) -> tuple[BridgeSite, ...]:
     return sites
 
 
-__all__ = ["BridgeSite", "SiteLike", "bridge_sites", "check_pair", "model_sites", "resolve_site"]
+__all__ = ["BridgeSite", "SiteLike", "bridge_sites", "check_pair", "model_sites", "resolve_site", "skip_hooks"]
