@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 
 def write_text_atomic(path: Union[str, Path], text: str) -> Path:
@@ -12,5 +12,15 @@ def write_text_atomic(path: Union[str, Path], text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def save_figure_atomic(fig: Any, path: Union[str, Path], dpi: int = 100) -> Path:
+    """Save a matplotlib figure to ``path`` (the format from its suffix) through a temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=dpi)
     tmp.replace(path)
     return path

@@ -34,6 +34,7 @@ from sparselens.bridges.hybrid import capture, run_replaced
 from sparselens.bridges.sites import BridgeSite, SiteLike, resolve_site
 from sparselens.divergence import kl
 from sparselens.errors import InputError
+from sparselens.files import save_figure_atomic
 from sparselens.train.batches import TokenSplits
 
 
@@ -131,10 +132,7 @@ class BridgeEvaluation:
         fig.suptitle(f"bridges, per site ({self.n_tokens:,} held-out tokens)")
         fig.subplots_adjust(left=0.06, right=0.98, bottom=0.2, top=0.87, wspace=0.2)
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-            fig.savefig(tmp, dpi=100)
-            tmp.replace(path)
+            save_figure_atomic(fig, path)
         return fig
 
     def to_dict(self) -> dict[str, Any]:

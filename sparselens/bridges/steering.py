@@ -38,6 +38,7 @@ from sparselens.bridges.hybrid import add_hooks, capture
 from sparselens.bridges.sites import BridgeSite, SiteLike, bridge_sites, check_pair, resolve_site
 from sparselens.divergence import kl
 from sparselens.errors import InputError
+from sparselens.files import save_figure_atomic
 from sparselens.tasks.base import TaskBatch
 from sparselens.wiring import READ_NORM, RESIDUAL_READS, RESIDUAL_WRITES, NodeKind
 
@@ -257,10 +258,7 @@ class SteeringResult:
         fig.suptitle(f"steering the dense model through sparse channel {self.channel} at {self.site.label} ({self.n_pairs} pairs)")
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.86, wspace=0.25)
         if path is not None:
-            path = Path(path)
-            tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-            fig.savefig(tmp, dpi=100)
-            tmp.replace(path)
+            save_figure_atomic(fig, path)
         return fig
 
     def to_dict(self) -> dict[str, Any]:

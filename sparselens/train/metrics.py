@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from sparselens.files import save_figure_atomic
 from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 from sparselens.train.sparsifier import WeightSparsifier
 
@@ -185,9 +186,6 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, title: str = "") -> 
     if title:
         fig.suptitle(title)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.07, top=0.91, wspace=0.22, hspace=0.32)
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=90)
+    save_figure_atomic(fig, path, dpi=90)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
