@@ -87,7 +87,9 @@ def test_in_process_result_against_prune_and_evaluate(trained_on_quotes, in_proc
     assert set(r.core_nodes) == sets[0] & sets[1] & sets[2] and len(r.core_nodes) == len(set(r.core_nodes))
     # the losses: every circuit on the same 16 test pairs (seed 0), through Circuit.evaluate's own path
     assert r.loss == pytest.approx([c.evaluate(model, task, n=16, seed=0) for c in r.circuits], abs=1e-6)
-    assert r.loss_spread == pytest.approx(max(r.loss) - min(r.loss)) and r.ood_loss is None
+    assert r.loss_spread == pytest.approx(max(r.loss) - min(r.loss))
+    # the quote task has an ood split (longer strings): the same circuits on the same 16 OOD pairs
+    assert r.ood_loss == pytest.approx([c.evaluate(model, task, split="ood", n=16, seed=0) for c in r.circuits], abs=1e-6)
     assert r.loss[0] == pytest.approx(r.circuits[0].losses["circuit"], abs=1e-6)  # seed 0's own test pairs are these
     assert len(set(map(frozenset, sets))) > 1, "the seeds should find different circuits here, or nothing is compared"
 
