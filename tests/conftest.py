@@ -1,7 +1,14 @@
-import pytest
-import torch
+import os
 
-from sparselens import HookedSparseTransformer, SparseTransformerConfig
+# Triton reads this when it is imported, and test modules that import transformers or
+# transformer_lens import it at collection, before tests/test_kernels.py runs: set it first.
+# A GPU run of the kernel tests sets TRITON_INTERPRET=0 itself.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from sparselens import HookedSparseTransformer, SparseTransformerConfig  # noqa: E402
 
 torch.set_num_threads(2)
 

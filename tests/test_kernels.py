@@ -8,7 +8,7 @@ Shapes are tiny because the interpreter runs each Triton program in Python.
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"  # before anything imports triton
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (conftest sets it first)
 
 import logging  # noqa: E402
 import math  # noqa: E402
