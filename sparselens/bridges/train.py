@@ -47,7 +47,7 @@ from sparselens.model.checkpoint import load_state_dict_checked
 from sparselens.model.fingerprint import model_fingerprint
 from sparselens.train.batches import BatchSampler, TokenSplits, load_tokens
 from sparselens.train.checkpoint import load_checkpoint, save_checkpoint
-from sparselens.train.config import DataConfig, YamlLoader, build_dataclass
+from sparselens.train.config import DataConfig, build_dataclass, load_yaml_config
 from sparselens.train.metrics import MetricsLog
 from sparselens.train.optim import build_adam
 from sparselens.train.schedule import warmup_factor
@@ -146,17 +146,7 @@ class BridgeTrainConfig:
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "BridgeTrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"bridge training config {str(path)!r} does not exist")
-        try:
-            config = yaml.load(path.read_text(), Loader=YamlLoader)
-        except yaml.YAMLError as err:
-            raise InputError(f"{path} is not valid YAML: {err}") from None
-        try:
-            return cls.from_dict(config)
-        except (TypeError, ValueError) as err:
-            raise InputError(f"{path}: {err}") from None
+        return load_yaml_config(cls, path, "bridge training config")
 
     def to_yaml(self, path: Optional[Union[str, Path]] = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)

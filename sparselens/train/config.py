@@ -32,7 +32,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from sparselens.config import SparseTransformerConfig
-from sparselens.errors import closest_hint
+from sparselens.errors import InputError, closest_hint
 
 
 @dataclass
@@ -192,17 +192,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "TrainConfig":
         """Load a YAML file (see the module docstring for the layout)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config {str(path)!r} does not exist")
-        try:
-            config = yaml.load(path.read_text(), Loader=YamlLoader)
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from None
-        try:
-            return cls.from_dict(config)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from None
+        return load_yaml_config(cls, path, "training config")
 
     def to_yaml(self, path: Optional[Union[str, Path]] = None) -> str:
         """The config as YAML text; also written to ``path`` when given."""
@@ -221,6 +211,22 @@ YamlLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def load_yaml_config(cls: Any, path: Union[str, Path], what: str) -> Any:
+    """``cls.from_dict`` of the YAML file at ``path``; a missing file, bad YAML or a bad field raises
+    naming the file (``InputError``, a ValueError; FileNotFoundError for a missing file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        config = yaml.load(path.read_text(), Loader=YamlLoader)
+    except yaml.YAMLError as err:
+        raise InputError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return cls.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{path}: {err}") from None
 
 
 def build_dataclass(cls: type, config: dict[str, Any], what: str) -> Any:
