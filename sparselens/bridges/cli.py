@@ -16,20 +16,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sparselens.errors import InputError
+from sparselens.train.cli import add_run_arguments, apply_run_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="{train,evaluate}", required=True)
     train = actions.add_parser("train", help="train bridges between a dense and a sparse model from a YAML config")
     train.add_argument("--config", required=True, help="YAML bridge training config (see docs/bridges.md)")
-    train.add_argument("--out-dir", help="override the config's out_dir")
-    train.add_argument("--device", help="override the config's device (auto, cpu, cuda, ...)")
-    train.add_argument(
-        "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-        help="continue from <out_dir>/checkpoint.pt, or from the given checkpoint file",
-    )
-    train.add_argument("--stop-at", type=int, metavar="STEP", help="stop after this step (checkpointing there); continue with --resume")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(train)
 
     evaluate = actions.add_parser("evaluate", help="per-site FVU and hybrid KL of bridges, next to the baselines")
     evaluate.add_argument("--bridges", required=True, help="a bridges directory (a training run writes <out_dir>/bridges)")
@@ -59,14 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     from sparselens.train.trainer import TrainingDivergedError
 
     cfg = BridgeTrainConfig.from_yaml(args.config)
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
-    if args.device:
-        cfg.device = args.device
-    if args.no_progress:
-        cfg.progress = False
-    if args.stop_at is not None and args.stop_at < 1:
-        raise InputError(f"--stop-at must be >= 1, got {args.stop_at}")
+    apply_run_arguments(cfg, args)
     if not cfg.dense or not cfg.sparse:
         raise InputError(f"{args.config} needs dense: and sparse: (each a registered model name or a saved model directory)")
     device = str(local_device(cfg.device))

@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from sparselens.errors import CheckpointError
+from sparselens.errors import CheckpointError, InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML training config (see docs/training.md)")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training command shares: --out-dir, --device, --resume, --stop-at, --no-progress."""
     parser.add_argument("--out-dir", help="override the config's out_dir")
     parser.add_argument("--device", help="override the config's device (auto, cpu, cuda, ...)")
     parser.add_argument(
@@ -29,6 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def apply_run_arguments(cfg: Any, args: argparse.Namespace) -> None:
+    """Apply :func:`add_run_arguments`' overrides to a training config; a bad --stop-at raises InputError."""
+    if args.out_dir:
+        cfg.out_dir = args.out_dir
+    if args.device:
+        cfg.device = args.device
+    if args.no_progress:
+        cfg.progress = False
+    if args.stop_at is not None and args.stop_at < 1:
+        raise InputError(f"--stop-at must be >= 1, got {args.stop_at}")
+
+
 def run(args: argparse.Namespace) -> int:
     from sparselens.train import distributed
     from sparselens.train.config import TrainConfig
@@ -39,14 +57,10 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"sparselens train: error: {err}", file=sys.stderr)
         return 2
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
-    if args.device:
-        cfg.device = args.device
-    if args.no_progress:
-        cfg.progress = False
-    if args.stop_at is not None and args.stop_at < 1:
-        print(f"sparselens train: error: --stop-at must be >= 1, got {args.stop_at}", file=sys.stderr)
+    try:
+        apply_run_arguments(cfg, args)
+    except InputError as err:
+        print(f"sparselens train: error: {err}", file=sys.stderr)
         return 2
     created_group = distributed.init_from_env(distributed.local_device(cfg.device).type)
     try:
