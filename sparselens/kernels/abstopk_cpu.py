@@ -164,21 +164,6 @@ def masked_grad(grad: Float[Tensor, "... d"], keep: Bool[Tensor, "... d"]) -> Fl
     return out
 
 
-class AbsTopKFunction(torch.autograd.Function):
-    """Autograd wrapper: the backward passes the gradient through the forward's kept entries."""
-
-    @staticmethod
-    def forward(ctx, x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
-        out, keep = abstopk_forward(x, k)
-        ctx.save_for_backward(keep)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Float[Tensor, "... d"]):
-        (keep,) = ctx.saved_tensors
-        return masked_grad(grad_out, keep), None
-
-
 def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int, floor_dim: int) -> Bool[Tensor, "rows cols"]:
     """:func:`sparselens.kernels.reference.weight_topk_mask` on a CPU tensor (arguments already checked)."""
     slices = w.detach() if floor_dim == 0 else w.detach().T  # [n_slices, slice_len]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from sparselens.kernels.triton_common import as_rows, check_device, num_warps_for, row_block
@@ -69,16 +69,7 @@ def abstopk_forward(x: Float[Tensor, "... d"], k: int) -> tuple[Float[Tensor, ".
     return out.view(x.shape), keep.view(torch.bool).view(x.shape)
 
 
-class AbsTopKFunction(torch.autograd.Function):
-    """Autograd wrapper: the backward passes the gradient through the forward's kept entries."""
+def masked_grad(grad: Float[Tensor, "... d"], keep: Bool[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+    """The gradient at the forward's kept entries, zero elsewhere."""
+    return torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
 
-    @staticmethod
-    def forward(ctx, x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
-        out, keep = abstopk_forward(x, k)
-        ctx.save_for_backward(keep)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Float[Tensor, "... d"]):
-        (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad_out, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device)), None

@@ -5,7 +5,7 @@ Both backends get the same checks, so a bad argument fails the same way on CPU a
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from jaxtyping import Bool, Float
@@ -41,6 +41,23 @@ def _check_float(op: str, name: str, t: Tensor) -> None:
         raise ValueError(f"{op}: {name} must be a float tensor, got {t.dtype}")
 
 
+class AbsTopKFunction(torch.autograd.Function):
+    """AbsTopK through a kernel module (``abstopk_forward(x, k) -> (out, keep)`` and
+    ``masked_grad(grad, keep)``): the backward passes the gradient through the forward's kept entries."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Float[Tensor, "... d"], k: int, kernels: Any) -> Float[Tensor, "... d"]:
+        out, keep = kernels.abstopk_forward(x, k)
+        ctx.save_for_backward(keep)
+        ctx.kernels = kernels
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Float[Tensor, "... d"]) -> tuple[Optional[Tensor], None, None]:
+        (keep,) = ctx.saved_tensors
+        return ctx.kernels.masked_grad(grad_out, keep), None, None
+
+
 def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     """Keep the ``k`` largest-``|x|`` entries along the last dim, zero the rest.
 
@@ -58,9 +75,9 @@ def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     _check_k("abstopk", k, x.shape[-1])
     backend = _backend("abstopk", x)
     if backend == "triton":
-        return kernel_module("abstopk_triton").AbsTopKFunction.apply(x, k)
+        return AbsTopKFunction.apply(x, k, kernel_module("abstopk_triton"))
     if backend == "numba" and k < x.shape[-1]:
-        return kernel_module("abstopk_cpu").AbsTopKFunction.apply(x, k)
+        return AbsTopKFunction.apply(x, k, kernel_module("abstopk_cpu"))
     return reference.abstopk(x, k)
 
 
