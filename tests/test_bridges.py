@@ -391,7 +391,7 @@ def test_evaluation_table_plot_and_json(tmp_path):
     identity = evaluate_bridges(sparse, sparse, Bridges.identity(sparse), small_tokens(), progress=False)
     assert identity.kl_dense_sparse == 0 and all(s.kl_sparse_bridged == 0 == s.fvu_dense_to_sparse for s in identity.sites)
     assert all(s.kl_sparse_mean_ablated > 0 for s in identity.sites)
-    with pytest.raises(InputError, match="integer tensor \\[n_seq, pos\\]"):
+    with pytest.raises(InputError, match="integer token tensor \\[n_seq, pos\\]"):
         evaluate_bridges(dense, sparse, Bridges.for_models(dense, sparse), torch.zeros(2, 8), progress=False)
 
 

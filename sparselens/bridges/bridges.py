@@ -39,9 +39,11 @@ from torch import Tensor, nn
 
 from sparselens import kernels
 from sparselens.bridges.sites import BridgeSite, SiteLike, bridge_sites, check_pair, resolve_site
-from sparselens.errors import CheckpointError, InputError, closest_hint
+from sparselens.errors import CheckpointError, InputError
+from sparselens.files import write_text_atomic
 from sparselens.model.checkpoint import load_state_dict_checked, read_json
 from sparselens.model.fingerprint import model_fingerprint
+from sparselens.train.config import build_dataclass
 
 FORMAT = "sparselens-bridges"
 FORMAT_VERSION = 1
@@ -99,11 +101,8 @@ class BridgesConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "BridgesConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in config if k not in names]
-        if unknown:
-            raise InputError(f"unknown BridgesConfig field(s) {unknown}" + closest_hint(unknown[0], names))
-        return cls(**config)
+        """Build from :meth:`to_dict`'s mapping; an unknown key raises naming the closest field."""
+        return build_dataclass(cls, config, "BridgesConfig")
 
 
 def check_encoder_afrac(afrac: Union[float, str, None]) -> None:
@@ -258,9 +257,7 @@ class Bridges(nn.Module):
         save_file(state, str(tmp), metadata={"format": FORMAT})
         tmp.replace(path / WEIGHTS_FILE)
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.cfg.to_dict()}
-        tmp = path / (CONFIG_FILE + ".tmp")
-        tmp.write_text(json.dumps(header, indent=2, sort_keys=True))
-        tmp.replace(path / CONFIG_FILE)
+        write_text_atomic(path / CONFIG_FILE, json.dumps(header, indent=2, sort_keys=True))
         return path
 
     @classmethod

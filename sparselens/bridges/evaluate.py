@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from sparselens.bridges.bridges import Bridges
 from sparselens.bridges.hybrid import capture, run_replaced
-from sparselens.bridges.sites import BridgeSite, SiteLike, resolve_site
+from sparselens.bridges.sites import BridgeSite, SiteLike, check_tokens, resolve_site
 from sparselens.divergence import kl
 from sparselens.errors import InputError
 from sparselens.files import save_figure_atomic
@@ -149,12 +149,7 @@ class BridgeEvaluation:
 def _as_tokens(tokens: Union[Tensor, TokenSplits]) -> Int[Tensor, "n_seq pos"]:
     if isinstance(tokens, TokenSplits):
         return tokens.val
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.numel() == 0:
-        raise InputError(
-            "evaluate_bridges needs held-out tokens: an integer tensor [n_seq, pos] or TokenSplits (its val split), "
-            f"got {type(tokens).__name__}{' of shape ' + str(tuple(tokens.shape)) if isinstance(tokens, Tensor) else ''}"
-        )
-    return tokens
+    return check_tokens(tokens, "evaluate_bridges' held-out tokens (or a TokenSplits, whose val split is used)")
 
 
 @torch.no_grad()

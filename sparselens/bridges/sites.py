@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
-from torch import nn
+from jaxtyping import Int
+from torch import Tensor, nn
 
 from sparselens.errors import InputError, UnknownNameError
 
@@ -143,3 +144,11 @@ def check_pair(dense: Any, sparse: Any) -> tuple[BridgeSite, ...]:
 
 
 __all__ = ["BridgeSite", "SiteLike", "bridge_sites", "check_pair", "model_sites", "resolve_site", "skip_hooks"]
+
+
+def check_tokens(tokens: Any, what: str) -> Int[Tensor, "n_seq pos"]:
+    """``tokens`` if it is a non-empty integer tensor ``[n_seq, pos]``, else an InputError naming ``what``."""
+    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.numel() == 0:
+        shape = f" of shape {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else ""
+        raise InputError(f"{what} must be an integer token tensor [n_seq, pos], got {type(tokens).__name__}{shape}")
+    return tokens

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from sparselens.bridges.bridges import Bridges, model_device
 from sparselens.bridges.hybrid import add_hooks, capture
-from sparselens.bridges.sites import BridgeSite, SiteLike, bridge_sites, check_pair, resolve_site
+from sparselens.bridges.sites import BridgeSite, SiteLike, bridge_sites, check_pair, check_tokens, resolve_site
 from sparselens.divergence import kl
 from sparselens.errors import InputError
 from sparselens.files import save_figure_atomic
@@ -94,13 +94,6 @@ def circuit_residual_channels(circuit: "Circuit", model: "HookedSparseTransforme
 # ---------------------------------------------------------------------------- the RMS ratio
 
 
-def _check_tokens(tokens: Any, what: str) -> Int[Tensor, "n_seq pos"]:
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.numel() == 0:
-        shape = f" of shape {tuple(tokens.shape)}" if isinstance(tokens, Tensor) else ""
-        raise InputError(f"{what} must be an integer token tensor [n_seq, pos], got {type(tokens).__name__}{shape}")
-    return tokens
-
-
 @torch.no_grad()
 def residual_rms_ratio(dense: Any, sparse: Any, site: SiteLike, tokens: Int[Tensor, "n_seq pos"], *, batch_size: int = 16) -> float:
     """``rms_dense / rms_sparse`` at ``site`` on reference ``tokens``: the factor that maps a sparse-space magnitude to the dense space.
@@ -117,7 +110,7 @@ def residual_rms_ratio(dense: Any, sparse: Any, site: SiteLike, tokens: Int[Tens
         batch_size: sequences per forward.
     """
     resolved = resolve_site(check_pair(dense, sparse), site)
-    tokens = _check_tokens(tokens, "residual_rms_ratio's reference tokens")
+    tokens = check_tokens(tokens, "residual_rms_ratio's reference tokens")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     rms = []

@@ -139,10 +139,7 @@ class BridgeTrainConfig:
         """Build from a mapping like :meth:`to_dict`'s; an unknown key raises naming the closest field."""
         if not isinstance(config, dict):
             raise InputError(f"a bridge training config must be a mapping, got {type(config).__name__}")
-        try:
-            return build_dataclass(cls, config, "bridge training config")
-        except ValueError as err:
-            raise InputError(str(err)) from None
+        return build_dataclass(cls, config, "bridge training config")
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "BridgeTrainConfig":

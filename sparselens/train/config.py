@@ -230,9 +230,9 @@ def load_yaml_config(cls: Any, path: Union[str, Path], what: str) -> Any:
 
 
 def build_dataclass(cls: type, config: dict[str, Any], what: str) -> Any:
-    """``cls(**config)``; an unknown key raises a ValueError naming ``what`` and the closest field."""
+    """``cls(**config)``; an unknown key raises an InputError (a ValueError) naming ``what`` and the closest field."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in config if k not in names]
     if unknown:
-        raise ValueError(f"unknown {what} field(s) {unknown}" + closest_hint(unknown[0], names))
+        raise InputError(f"unknown {what} field(s) {unknown}" + closest_hint(unknown[0], names))
     return cls(**config)
