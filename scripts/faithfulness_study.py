@@ -24,6 +24,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from sparselens.faithfulness.seeds import jaccard, node_set
+
 #: name -> (model key, ablation the mask is learned with, freeze norms, seeds: "all" or "first")
 VARIANTS = {
     "sparse, mean": ("sparse", "mean", False, "all"),
@@ -51,11 +53,6 @@ def _row(report: Any, circuit: Any) -> dict[str, Any]:
     m.update(n_nodes=circuit.n_nodes, n_edges=circuit.n_edges,
              repurposed=sum(bool(r.get("repurposed")) for r in report.nodes.values()))
     return m
-
-
-def jaccard(a: set, b: set) -> float:
-    """|A & B| / |A | B|; 1 for two empty sets."""
-    return 1.0 if not a and not b else len(a & b) / len(a | b)
 
 
 def main() -> int:
@@ -116,8 +113,7 @@ def main() -> int:
         if variant in no_prune and reusable_circuit(saved_at, config, args.target, fingerprints[key]) is None:
             failures.append(f"{task_name}, {variant}, seed {seed}: not pruned (--no-prune)")
             continue
-        circuit, _, error = saved_or_pruned(model, task, args.target, config, means[key],
-                                            circuit_path(Path(args.compare), task_name, variant, seed), fingerprints[key])
+        circuit, _, error = saved_or_pruned(model, task, args.target, config, means[key], saved_at, fingerprints[key])
         if circuit is None:
             failures.append(f"{task_name}, {variant}, seed {seed}: {error}")
             continue
@@ -127,20 +123,20 @@ def main() -> int:
             report = faithfulness.evaluate(model, circuit, task, n_pairs=args.pairs, progress=False)
             report.save(path)
         rows[(task_name, variant, seed)] = _row(report, circuit)
-        if "ood" in task.splits:  # apart from the default report, which ran before the task had the split
+        if "ood" in task.splits and "ood" not in report.checks:  # a report saved before the task had the split
             opath = path.with_name(path.stem + "-ood.json")
             if not opath.exists():
                 faithfulness.evaluate(model, circuit, task, checks=["ood"], n_pairs=args.pairs, progress=False).save(opath)
             rows[(task_name, variant, seed)].update(FaithfulnessReport.load(opath).metrics)
         if variant == "sparse, mean":
-            node_sets[(task_name, seed)] = {(site, i) for site, kept in circuit.kept.items() for i in kept}
+            node_sets[(task_name, seed)] = set(node_set(circuit))
         if variant == "sparse, mean" and seed == seeds[0] and tasks.index(task_name) < args.controls:
             cpath = out / "reports" / f"{task_name}-controls-seed{seed}.json"
             if not cpath.exists():
                 faithfulness.evaluate(model, circuit, task, checks=["controls"], n_pairs=args.pairs,
                                       progress=False).save(cpath)
-            rows[(task_name, "controls", seed)] = dict(FaithfulnessReport.load(cpath).metrics,
-                                                      flags=FaithfulnessReport.load(cpath).flags)
+            controls = FaithfulnessReport.load(cpath)
+            rows[(task_name, "controls", seed)] = dict(controls.metrics, flags=controls.flags)
     print(f"report: {write(rows, node_sets, failures, tasks, degenerate, seeds, args, out)}")
     return 0
 

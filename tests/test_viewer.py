@@ -177,6 +177,25 @@ def test_cli_writes_the_page(setup, tmp_path, capsys):
     assert str(out.resolve()) in capsys.readouterr().out
     data = json.loads(re.search(r'id="sparselens-data">(.*?)</script>', out.read_text(encoding="utf-8"), re.S).group(1))
     assert data["selected"] == selected and len(data["nodes"]) == circuit.n_nodes and len(data["prompts"]) == 2
+    assert data["faithfulness"] is None
+
+
+def test_cli_colours_the_page_by_a_saved_report(setup, with_report, tmp_path, capsys):
+    _, _, _, root, _ = setup
+    report, _ = with_report
+    saved = report.save(tmp_path / "report.json")  # what `sparselens faithfulness -o` writes next to its page
+    out = tmp_path / "page.html"
+    rc = main(["view", str(root / "circuit.json"), "--model", str(root / "model"), "-o", str(out), "--snippets", "0",
+               "--prompts", "2", "--report", str(saved)])
+    assert rc == 0
+    data = json.loads(re.search(r'id="sparselens-data">(.*?)</script>', out.read_text(encoding="utf-8"), re.S).group(1))
+    assert data["faithfulness"]["flags"] == report.flags and data["faithfulness"]["n_pairs"] == report.n_pairs
+    assert {n for n, rec in data["nodes"].items() if rec["faith"] is not None} == set(report.nodes)
+    other = tmp_path / "other.json"
+    other.write_text(saved.read_text().replace(f'"n_nodes": {report.circuit["n_nodes"]}', '"n_nodes": 0', 1))
+    assert main(["view", str(root / "circuit.json"), "--model", str(root / "model"), "-o", str(tmp_path / "x.html"),
+                 "--snippets", "0", "--report", str(other)]) == 2
+    assert "report is of another circuit" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "other_model", "bad_site", "bad_index", "not_in_circuit", "no_model"])

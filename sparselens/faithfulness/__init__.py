@@ -10,7 +10,8 @@ its test batch and the model's reference run on it, built once) registered by na
 (:mod:`sparselens.faithfulness.registry`): ``losses``, ``stochastic``, ``adversarial``, ``nodes``,
 ``attention``, ``ood``, ``controls`` (asked for by name: it prunes again on a nonsense version of
 the task and on a shuffled-weights model), and ``seeds`` (asked for by name: it prunes again with other
-seeds; :func:`seed_stability`). All of them are hooks on the model's one forward pass.
+seeds; :func:`seed_stability`). Every run they make is the model's one forward pass with hooks;
+``ood``, ``controls`` and ``seeds`` make further runs on other batches or prune again.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparselens import Circuit, HookedSparseTransformer
     from sparselens.faithfulness import evaluate
+    from sparselens.faithfulness.report import json_safe
     from sparselens.tasks import get_task
 
     circuit = Circuit.load(args.circuit)
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, circuit, task, checks=args.checks.split(",") if args.checks else None,
                       n_pairs=args.pairs, seed=args.seed)
     if args.json:
-        print(json.dumps({k: (None if v != v else v) for k, v in report.metrics.items()}, indent=1))
+        print(json.dumps(json_safe(report.metrics), indent=1))
     else:
         print(report)
     if args.out:

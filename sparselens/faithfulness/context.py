@@ -21,6 +21,7 @@ from sparselens.divergence import kl
 from sparselens.interventions.ablation import Ablation, FwdHooks, circuit_hooks
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.nodes import NodeMask
+from sparselens.tasks.base import logits_at_read_pos
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -99,12 +100,14 @@ class EvalContext:
 
     # ------------------------------------------------------------------ runs
     def hooks(self, mask: Optional[Union[NodeMask, dict[str, Tensor]]] = None, ablation: Optional[Ablation] = None,
-              interpolation: Optional[dict[str, Tensor]] = None) -> FwdHooks:
-        """Hooks that run the model as ``mask`` (default the circuit) with ``ablation`` (default the circuit's)."""
+              interpolation: Optional[dict[str, Tensor]] = None, reference: Optional[ReferenceRun] = None) -> FwdHooks:
+        """Hooks that run the model as ``mask`` (default the circuit) with ``ablation`` (default the circuit's)
+        on ``reference``'s batch (default the test batch)."""
         ablation = (ablation or self.ablation).base
         means = self.means_for(ablation)
-        return circuit_hooks(self.model, self.mask if mask is None else mask, ablation, self.reference, means,
-                             self.circuit.freeze_norms, interpolation)
+        return circuit_hooks(self.model, self.mask if mask is None else mask, ablation,
+                             self.reference if reference is None else reference, means, self.circuit.freeze_norms,
+                             interpolation)
 
     def means_for(self, ablation: Ablation) -> Optional[dict[str, Tensor]]:
         """The means ``ablation`` needs, or a ValueError saying why there are none."""
@@ -133,8 +136,7 @@ class EvalContext:
         return float(self.task.loss_from_logits(logits, self.batch))
 
     def at_read(self, logits: Float[Tensor, "row pos d_vocab"]) -> Float[Tensor, "row d_vocab"]:
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        return logits[rows, self.batch.read_pos.to(logits.device)]
+        return logits_at_read_pos(logits, self.batch)
 
     def kl_read(self, logits: Float[Tensor, "row pos d_vocab"]) -> float:
         """Mean KL(model || this run) over the full vocabulary at each prompt's read position."""

@@ -30,7 +30,7 @@ def ood(ctx: EvalContext) -> CheckResult:
     out = CheckResult()
     batch = ctx.task.batch(n=ctx.batch.n_pairs, split="ood", seed=ctx.seed).to(ctx.model.W_E.device)
     reference = ReferenceRun.of(ctx.model, batch)
-    hooks = ctx.circuit.hooks(ctx.model, reference)
+    hooks = ctx.hooks(reference=reference)
     with torch.no_grad():
         circuit_logits = ctx.model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
     m = out.metrics

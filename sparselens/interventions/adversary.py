@@ -19,6 +19,7 @@ from sparselens.divergence import kl
 from sparselens.interventions.ablation import Ablation, circuit_hooks
 from sparselens.interventions.reference import ReferenceRun
 from sparselens.nodes import NodeMask, NodeRegistry
+from sparselens.tasks.base import logits_at_read_pos
 
 if TYPE_CHECKING:
     from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
@@ -49,9 +50,7 @@ class Adversary:
         hooks = circuit_hooks(model, mask, ablation.base, reference, means, freeze_norms,
                               interpolation=self.r if r is None else r)
         logits = model.run_with_hooks(batch.tokens, fwd_hooks=hooks)
-        rows = torch.arange(batch.tokens.shape[0], device=logits.device)
-        read = batch.read_pos.to(logits.device)
-        return kl(reference.logits[rows, read], logits[rows, read]).mean(), logits
+        return kl(logits_at_read_pos(reference.logits, batch), logits_at_read_pos(logits, batch)).mean(), logits
 
     def ascend(self, model: "HookedSparseTransformer", mask: Union[NodeMask, dict[str, Tensor]], ablation: Ablation,
                batch: "TaskBatch", reference: ReferenceRun, means: Optional[dict[str, Tensor]], freeze_norms: bool,

@@ -234,7 +234,7 @@ def _sweep(model: "HookedSparseTransformer", task: "Task", targets: Sequence[flo
                           for site in model.node_sites}
 
         circuits = []
-        bar = tqdm(total=len(reachable) * math.ceil(math.log2(n_total + 1)), disable=not progress, unit="run",
+        bar = tqdm(total=len(reachable) * math.ceil(math.log2(n_upper + 1)), disable=not progress, unit="run",
                    desc=f"bisecting the number of nodes on {config.eval_pairs} validation pairs")
         for target in reachable:
             lo, hi = 0, n_upper
