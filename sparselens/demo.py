@@ -21,6 +21,13 @@ DEFAULT_MODEL = "sparse-pygen-2l-128"
 DEMO_PRUNE = dict(steps=300, batch_size=32)
 
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens demo
+sparselens demo --task bracket_counting --out results/demo-brackets
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Prune the shipped weight-sparse model on a task to a circuit at the target loss, print its losses "

@@ -1,7 +1,8 @@
-"""Writing result files so that an interruption never leaves a half-written one behind."""
+"""Writing result files so that an interruption never leaves a half-written one behind, and strict JSON."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -24,3 +25,14 @@ def save_figure_atomic(fig: Any, path: Union[str, Path], dpi: int = 100) -> Path
     fig.savefig(tmp, dpi=dpi)
     tmp.replace(path)
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

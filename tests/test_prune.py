@@ -301,6 +301,12 @@ def test_prune_cli_sweep_writes_circuits_table_and_plot(trained, tmp_path, capsy
     assert circuits[0].n_nodes >= circuits[1].n_nodes  # a lower target needs at least as many nodes
     for c in circuits:
         assert f"{c.losses['target']:>8.3f}{c.n_nodes:>8}{c.n_edges:>9}" in captured.out
+    assert main([*args[:5], "--targets", "0.3", *args[7:-1], str(tmp_path / "json"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    (row,) = printed["circuits"]
+    saved = Circuit.load(row["file"])
+    assert (row["n_nodes"], row["n_edges"], row["losses"]["circuit"]) == (saved.n_nodes, saved.n_edges, saved.losses["circuit"])
+    assert printed["split"] == "test" and printed["task"] == task.name and printed["ablation"] == "zero"
     assert main(["prune", "--model", str(tmp_path / "model"), "--task", "no_such_task"]) == 2
     assert main(["prune", "--model", str(tmp_path / "model"), "--task", task.name, "--targets", "0.1,x"]) == 2
 

@@ -1,5 +1,6 @@
 """Tasks: construction checks, batches, disjoint splits, losses, natural-language tasks, CLI."""
 
+import json
 import math
 
 import pytest
@@ -326,6 +327,9 @@ def test_evaluate_command_prints_each_models_task_losses(tmp_path, capsys):
     assert f"| with_as | {expected:.3f} (" in printed
     assert evaluate(model, ["with_as"], 8)["with_as"][0] == pytest.approx(expected)
     assert "Tasks solved: " in printed
+    assert main(["evaluate", "--models", str(tmp_path / "m"), "--tasks", "with_as", "--pairs", "8", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["models"][str(tmp_path / "m")]["with_as"]
+    assert row["loss"] == pytest.approx(expected, abs=1e-6) and row["solved"] == (expected <= 0.1)
     assert main(["evaluate", "--models", str(tmp_path / "nope")]) == 2
 
 

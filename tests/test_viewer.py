@@ -470,7 +470,7 @@ def with_report(setup):
 
 
 def test_viewer_carries_the_faithfulness_report(setup, with_report, tmp_path):
-    from sparselens.faithfulness.report import json_safe
+    from sparselens.files import json_safe
 
     model, task, circuit, _, plain = setup
     report, data = with_report

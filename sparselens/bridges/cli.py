@@ -18,9 +18,16 @@ from typing import Any, Optional
 from sparselens.errors import InputError
 from sparselens.train.cli import add_run_arguments, apply_run_arguments
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens bridges train --config configs/bridges-pygen-2l-128.yaml
+sparselens bridges train --config configs/bridges-pygen-2l-128.yaml --resume
+sparselens bridges evaluate --bridges sparselens/pretrained/bridges-pygen-2l-128
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", metavar="{train,evaluate}", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="{train,evaluate}", required=True, help="what to do")
     train = actions.add_parser("train", help="train bridges between a dense and a sparse model from a YAML config")
     train.add_argument("--config", required=True, help="YAML bridge training config (see docs/bridges.md)")
     add_run_arguments(train)
@@ -31,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--sparse", help="the sparse model (default: the run's; its trained copy with train_sparse)")
     evaluate.add_argument("--data", help="token source, as data.source in a config (default: the run's); its validation split is used")
     evaluate.add_argument("--n-seqs", type=int, default=256, help="held-out sequences to evaluate (default 256)")
-    evaluate.add_argument("--batch-size", type=int, default=16)
+    evaluate.add_argument("--batch-size", type=int, default=16, help="sequences per forward")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     evaluate.add_argument("--out", help="write OUT.json, OUT.md and OUT.png (default: <bridges>/evaluation)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")

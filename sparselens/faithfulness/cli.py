@@ -1,14 +1,16 @@
-"""``sparselens faithfulness``: the faithfulness report of a saved circuit, as a table and an offline page.
-
-    sparselens faithfulness circuits/fstring_brace-mean-seed0-target0.15.json --model sparse-pygen-2l-128 -o report.html
-    sparselens faithfulness circuit.json --model M --checks losses,adversarial --json
-"""
+"""``sparselens faithfulness``: the faithfulness report of a saved circuit, as a table and an offline page."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens faithfulness results/circuits/single_double_quote-mean-seed0-target0.15.json --model sparse-pygen-2l-128 -o results/report.html
+sparselens faithfulness circuit.json --model sparse-pygen-2l-128 --checks losses,adversarial --json
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparselens import Circuit, HookedSparseTransformer
     from sparselens.faithfulness import evaluate
-    from sparselens.faithfulness.report import json_safe
+    from sparselens.files import json_safe
     from sparselens.tasks import get_task
 
     circuit = Circuit.load(args.circuit)

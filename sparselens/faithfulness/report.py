@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from sparselens.files import write_text_atomic
+from sparselens.files import json_safe, write_text_atomic
 
 SCHEMA = "sparselens.faithfulness"
 SCHEMA_VERSION = 1
@@ -119,17 +119,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "NaN" if math.isnan(value) else f"{value:.4g}"
     return str(value)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _bars(items: list[tuple[str, Optional[float]]], lo: float, hi: float, colour: Any, limit: int = 60) -> str:

@@ -520,6 +520,13 @@ def seeds_check(ctx: EvalContext) -> CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------- command line
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens seeds --model sparse-pygen-2l-128 --task single_double_quote --seeds 0,1,2
+torchrun --nproc_per_node 3 -m sparselens.cli seeds --model sparse-pygen-2l-128 --task single_double_quote
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a model directory or registered name")
     parser.add_argument("--task", required=True, help="a registered task name")

@@ -6,10 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from sparselens.prune.config import add_prune_arguments, prune_config_from_args
+
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens prune --model sparse-pygen-2l-128 --task single_double_quote
+sparselens prune --model sparse-pygen-2l-128 --task bracket_counting --targets 0.05,0.1,0.15,0.3 --json
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="a task name (sparselens tasks lists them)")
     parser.add_argument("--targets", default="0.15", help="comma-separated target losses (per pair, averaged) (default: %(default)s)")
     add_prune_arguments(parser)
-    parser.add_argument("--out", default="circuits", help="directory for circuit JSON files and the plot (default: %(default)s)")
+    parser.add_argument("--out", default="results/circuits", help="directory for circuit JSON files and the plot (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the sweep as JSON (losses, sizes and files per target) instead of the table")
 
 
 def circuit_table(circuits) -> str:
@@ -31,6 +39,7 @@ def circuit_table(circuits) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
+    from sparselens.files import json_safe
     from sparselens.prune import prune_sweep
     from sparselens.tasks import get_task
     from sparselens.viz import circuit_size_plot
@@ -45,9 +54,15 @@ def run(args: argparse.Namespace) -> int:
     circuits = prune_sweep(model, task, targets, prune_config_from_args(args))
     out = Path(args.out)
     stem = f"{task.name}-{args.ablation}{'-frozen' if args.freeze_norms else ''}-seed{args.seed}"
-    for circuit in circuits:
-        circuit.save(out / f"{stem}-target{circuit.losses['target']:g}.json")
+    files = [circuit.save(out / f"{stem}-target{circuit.losses['target']:g}.json") for circuit in circuits]
     plot = circuit_size_plot(circuits).save(out / f"{stem}-sweep.html")
+    if args.json:
+        rows = [{"target": c.losses["target"], "n_nodes": c.n_nodes, "n_edges": c.n_edges, "losses": c.losses, "file": str(f)}
+                for c, f in zip(circuits, files)]
+        print(json.dumps(json_safe({"model": args.model, "task": task.name, "ablation": args.ablation, "freeze_norms": args.freeze_norms,
+                                    "seed": args.seed, "eval_pairs": args.eval_pairs, "split": "test", "circuits": rows,
+                                    "plot": str(plot)}), indent=1))
+        return 0
     print(f"{task.name} on {args.model}: {args.ablation} ablation{', frozen norms' if args.freeze_norms else ''}, "
           f"seed {args.seed} (losses per pair on {args.eval_pairs} test pairs)")
     print(circuit_table(circuits))

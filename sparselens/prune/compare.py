@@ -33,6 +33,13 @@ CLAIMS = [  # (title, variant compared, against, what the paper expects)
 ]
 
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens compare
+sparselens compare --tasks single_double_quote,bracket_counting --seeds 0
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparse", default="sparse-pygen-2l-128", help="the weight-sparse model (directory or name)")
     parser.add_argument("--dense", default="dense-pygen-2l-128", help="the dense baseline (directory or name)")

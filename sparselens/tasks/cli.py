@@ -9,6 +9,12 @@ import textwrap
 
 from sparselens.tasks.base import PromptPair
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens tasks
+sparselens tasks --task single_double_quote
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="show only this task, with its full example prompts")

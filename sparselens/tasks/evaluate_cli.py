@@ -11,7 +11,15 @@ A task is *solved* at test loss <= ``--solve``; with ``--empty`` a solved task i
 from __future__ import annotations
 
 import argparse
+import json
 import math
+
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens evaluate --models sparse-pygen-2l-128,dense-pygen-2l-128
+sparselens evaluate --models sparse-pygen-2l-128 --empty
+sparselens evaluate --models sparse-pygen-2l-128 --tasks single_double_quote --json
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--empty", action="store_true", help="also the mean-ablated empty circuit's test loss per task")
     parser.add_argument("--degenerate", type=float, default=0.3,
                         help="with --empty: a solved task whose empty circuit reaches this is degenerate (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON (per model and task) instead of the table")
 
 
 def evaluate(model, task_names: list[str], pairs: int, means=None) -> dict[str, tuple[float, ...]]:
@@ -51,6 +60,22 @@ def evaluate(model, task_names: list[str], pairs: int, means=None) -> dict[str, 
     return out
 
 
+def json_results(results: dict[str, dict[str, tuple[float, ...]]], args: argparse.Namespace) -> dict:
+    """``--json``'s document: the settings, then per model and task its loss, accuracy, solved (and empty, degenerate)."""
+    from sparselens.files import json_safe
+
+    models: dict[str, dict[str, dict]] = {}
+    for name, per_task in results.items():
+        models[name] = {}
+        for task, (loss, acc, *empty) in per_task.items():
+            row = {"loss": loss, "accuracy": acc, "solved": bool(loss <= args.solve)}
+            if empty:
+                row.update(empty=empty[0], degenerate=bool(loss <= args.solve and empty[0] <= args.degenerate))
+            models[name][task] = row
+    return json_safe({"split": "test", "pairs": args.pairs, "solve": args.solve, "degenerate": args.degenerate if args.empty else None,
+                      "models": models})
+
+
 def run(args: argparse.Namespace) -> int:
     from sparselens import HookedSparseTransformer
     from sparselens.tasks import list_tasks
@@ -62,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",") if args.tasks else list_tasks("python")
     results = {name: evaluate(model, tasks, args.pairs, pretraining_means(model) if args.empty else None)
                for name, model in models.items()}
+    if args.json:
+        print(json.dumps(json_results(results, args), indent=1))
+        return 0
     empty_note = (f"; after it, the empty circuit's loss (every node mean-ablated); *degenerate*: solved and the "
                   f"empty circuit reaches {args.degenerate}") if args.empty else ""
     print(f"Test loss per pair (accuracy) on {args.pairs} test pairs per task; **bold**: loss <= {args.solve}{empty_note}.\n")

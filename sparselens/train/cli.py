@@ -13,6 +13,13 @@ from typing import Any
 
 from sparselens.errors import CheckpointError, InputError
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens train --config configs/pygen-sparse-2l-128.yaml
+sparselens train --config configs/pygen-sparse-2l-128.yaml --resume
+torchrun --nproc_per_node 4 -m sparselens.cli train --config cfg.yaml
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML training config (see docs/training.md)")

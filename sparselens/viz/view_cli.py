@@ -13,6 +13,12 @@ from typing import Any
 
 from sparselens.errors import CheckpointError
 
+#: shown under "examples:" in ``--help``
+EXAMPLES = """
+sparselens view results/circuits/single_double_quote-mean-seed0-target0.15.json --model sparse-pygen-2l-128
+sparselens view circuit.json --model sparse-pygen-2l-128 --report report.json --node L0.attn_out[5]
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("circuit", type=Path, help="circuit JSON written by `sparselens prune` or Circuit.save")

@@ -282,7 +282,7 @@ def viewer_data(
 def _faithfulness(report: Union["FaithfulnessReport", str, Path], circuit: "Circuit", names: list[str]) -> dict[str, Any]:
     """The report's rows for the viewer (JSON-safe), after checking it is a report of ``circuit``."""
     from sparselens.faithfulness import FaithfulnessReport
-    from sparselens.faithfulness.report import json_safe
+    from sparselens.files import json_safe
 
     if not isinstance(report, FaithfulnessReport):
         report = FaithfulnessReport.load(report)
