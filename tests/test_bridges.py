@@ -346,6 +346,47 @@ def test_training_configs_reject_bad_settings(tmp_path):
         train_bridges(dense, sparse, tokens=torch.full((4, 8), 64), out_dir=tmp_path, steps=1)
     with pytest.raises(CheckpointError, match="no training checkpoint"):
         train_bridges(dense, sparse, tokens=splits(), out_dir=tmp_path / "fresh", steps=1, resume=True)
+    with pytest.raises(InputError, match="did you mean 'lstsq'"):
+        train_bridges(dense, sparse, tokens=splits(), out_dir=tmp_path, steps=1, init="lstqs")
+
+
+@torch.no_grad()
+def test_least_squares_init_is_the_affine_regression_of_each_site():
+    """Each map equals torch.linalg.lstsq of its target on [input, 1] (tiny ridge), and no other
+    affine map (here: the random init, and the fit perturbed) has a lower NMSE on the fitted tokens."""
+    from sparselens.bridges import fit_least_squares
+
+    dense, sparse = pair()
+    tokens = small_tokens(n=24, seed=3)
+    bridges = fit_least_squares(Bridges.for_models(dense, sparse, encoder_afrac=None), dense, sparse, tokens,
+                                batch_size=5, ridge=1e-9, progress=False)
+    _, h_d = capture(dense, tokens, bridges.sites)
+    _, h_s = capture(sparse, tokens, bridges.sites)
+    for site in bridges.sites:
+        x_d, x_s = (h[site.hook_name].reshape(-1, 32).double() for h in (h_d, h_s))
+        ones = torch.ones(x_d.shape[0], 1, dtype=torch.float64)
+        enc = torch.linalg.lstsq(torch.cat([x_d, ones], 1), x_s).solution
+        dec = torch.linalg.lstsq(torch.cat([x_s, ones], 1), x_d).solution
+        torch.testing.assert_close(bridges.W_enc[site.index].double(), enc[:-1], atol=2e-4, rtol=1e-3)
+        torch.testing.assert_close(bridges.b_dec[site.index].double(), dec[-1], atol=2e-4, rtol=1e-3)
+        fitted = nmse(bridges.decode(site, h_s[site.hook_name]), h_d[site.hook_name])
+        nudged = bridges.W_dec[site.index] + 1e-2 * torch.randn(32, 32, generator=torch.Generator().manual_seed(site.index))
+        assert fitted < nmse(h_s[site.hook_name] @ nudged + bridges.b_dec[site.index], h_d[site.hook_name])
+    random_init = Bridges.for_models(dense, sparse, encoder_afrac=None)
+    site = bridges.sites[2]
+    assert nmse(bridges.encode(site, h_d[site.hook_name]), h_s[site.hook_name]) < nmse(
+        random_init.encode(site, h_d[site.hook_name]), h_s[site.hook_name])
+
+
+def test_training_from_the_least_squares_init_starts_there(tmp_path):
+    from sparselens.bridges import fit_least_squares
+
+    dense, sparse = pair()
+    data = splits()
+    trainer = BridgeTrainer(BridgeTrainConfig(steps=2, batch_size=4, init="lstsq", init_seqs=16, out_dir=str(tmp_path), progress=False),
+                            dense, sparse, data)
+    expected = fit_least_squares(Bridges.for_models(dense, sparse), dense, sparse, data.train[:16], batch_size=4, progress=False)
+    assert states_equal(trainer.bridges.state_dict(), expected.state_dict())
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -15,6 +15,7 @@ Example:
 
 from sparselens.bridges.bridges import Bridges, BridgesConfig
 from sparselens.bridges.evaluate import BridgeEvaluation, SiteEvaluation, evaluate_bridges
+from sparselens.bridges.fit import fit_least_squares
 from sparselens.bridges.hybrid import add_hooks, capture, dense_from_site, replace_hooks, run_replaced, sparse_from_site
 from sparselens.bridges.losses import BridgeLosses, bridge_losses, mean_kl, nmse
 from sparselens.bridges.sites import BridgeSite, bridge_sites, check_pair, resolve_site
@@ -39,6 +40,7 @@ __all__ = [
     "circuit_residual_channels",
     "dense_from_site",
     "evaluate_bridges",
+    "fit_least_squares",
     "mean_kl",
     "nmse",
     "replace_hooks",

@@ -40,9 +40,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sparselens.bridges.bridges import SPARSE_AFRAC, Bridges, check_encoder_afrac, encoder_k, model_device
+from sparselens.bridges.fit import fit_least_squares
 from sparselens.bridges.losses import bridge_losses
 from sparselens.bridges.sites import check_pair
-from sparselens.errors import CheckpointError, InputError
+from sparselens.errors import CheckpointError, InputError, closest_hint
 from sparselens.model.checkpoint import load_state_dict_checked
 from sparselens.model.fingerprint import model_fingerprint
 from sparselens.train.batches import BatchSampler, TokenSplits, load_tokens
@@ -62,6 +63,8 @@ BRIDGES_DIR = "bridges"
 SPARSE_MODEL_DIR = "sparse_model"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 #: the names of the loss terms in a metrics record, in :meth:`BridgeLosses.packed` order (then ``lm_loss``)
+#: how new bridges start (:attr:`BridgeTrainConfig.init`)
+INITS = ("random", "lstsq")
 TERMS = ("nmse_enc", "nmse_dec", "kl_sparse_from_site", "kl_dense_from_site")
 #: settings that change what is written and when, not the weights: free to change on resume
 _CADENCE = ("dense", "sparse", "device", "out_dir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every")
@@ -84,6 +87,10 @@ class BridgeTrainConfig:
         warmup: fraction of the steps of linear warmup.
         encoder_afrac: the encoders' AbsTopK fraction: ``"sparse"`` (the sparse model's afrac), a
             fraction in (0, 1], or None (linear encoders).
+        init: how new bridges start: ``"random"`` (``N(0, 1/d_in)`` matrices, zero biases) or
+            ``"lstsq"`` (every map the ridge regression on the first ``init_seqs`` training
+            sequences, :func:`~sparselens.bridges.fit_least_squares`).
+        init_seqs: training sequences the ``"lstsq"`` fit reads.
         seed: seeds the bridges' initial weights and the batch order.
         device: for the command line: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out_dir: where checkpoints, metrics, the bridges (and the trained sparse model) go.
@@ -103,6 +110,8 @@ class BridgeTrainConfig:
     lr: float = 1e-3
     warmup: float = 0.01
     encoder_afrac: Union[float, str, None] = SPARSE_AFRAC
+    init: str = "random"
+    init_seqs: int = 256
     seed: int = 0
     device: str = "auto"
     out_dir: str = "runs/bridges"
@@ -115,7 +124,9 @@ class BridgeTrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = build_dataclass(DataConfig, self.data, "data")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches"):
+        if self.init not in INITS:
+            raise InputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}{closest_hint(self.init, INITS)}")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "init_seqs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
@@ -208,6 +219,9 @@ class BridgeTrainer:
         self.tokens = as_token_splits(cfg.data if tokens is None else tokens, cfg, sparse.cfg.d_vocab, n_ctx)
         if bridges is None:
             bridges = Bridges.for_models(dense, sparse, encoder_afrac=cfg.encoder_afrac, seed=cfg.seed)
+            if cfg.init == "lstsq" and not resume:  # a resumed run loads its weights instead
+                fit_least_squares(bridges, dense, sparse, self.tokens.train[: cfg.init_seqs], batch_size=cfg.batch_size,
+                                  progress=cfg.progress)
         else:
             bridges.check_pair(dense, sparse)
             if bridges.cfg.encoder_k[0] != encoder_k(cfg.encoder_afrac, sparse):
@@ -432,7 +446,7 @@ def train_bridges(
         progress: show a progress bar.
         bridges: bridges to start from (default: new ones).
         stop_at: stop after this step (checkpointing there) while keeping the schedule of ``steps``.
-        settings: any other :class:`BridgeTrainConfig` field (``warmup``, ``encoder_afrac``, ``seed``,
+        settings: any other :class:`BridgeTrainConfig` field (``warmup``, ``encoder_afrac``, ``init``, ``seed``,
             ``log_every``, ``eval_every``, ``eval_batches``, ``checkpoint_every``).
     """
     cfg = BridgeTrainConfig.from_dict(dict(
