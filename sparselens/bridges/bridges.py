@@ -39,10 +39,11 @@ from torch import Tensor, nn
 
 from sparselens import kernels
 from sparselens.bridges.sites import BridgeSite, SiteLike, bridge_sites, check_pair, resolve_site
-from sparselens.errors import CheckpointError, InputError
+from sparselens.errors import CheckpointError, InputError, closest_hint
 from sparselens.files import write_text_atomic
 from sparselens.model.checkpoint import load_state_dict_checked, read_json
 from sparselens.model.fingerprint import model_fingerprint
+from sparselens.pretrained import SHIPPED_DIR
 from sparselens.train.config import build_dataclass
 
 FORMAT = "sparselens-bridges"
@@ -50,6 +51,8 @@ FORMAT_VERSION = 1
 READABLE_FORMAT_VERSIONS = (1,)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "bridges.safetensors"
+#: bridges shipped in ``sparselens/pretrained`` (scripts/ship_bridges.py), loadable by name
+SHIPPED_BRIDGES = ("bridges-pygen-2l-128",)
 #: ``encoder_afrac`` meaning "the sparse model's own ``cfg.afrac``"
 SPARSE_AFRAC = "sparse"
 
@@ -267,7 +270,8 @@ class Bridges(nn.Module):
         """Load a directory written by :meth:`save_pretrained`.
 
         Args:
-            path: the directory.
+            path: the directory, or the name of bridges shipped with sparselens
+                (:data:`SHIPPED_BRIDGES`, e.g. ``"bridges-pygen-2l-128"``).
             dense, sparse: the models to use the bridges with; when given, a pair other than the one
                 the bridges were made for is refused (:meth:`check_pair`).
             device: where the bridges go (default: the sparse model's device, else the CPU).
@@ -275,9 +279,12 @@ class Bridges(nn.Module):
         if (dense is None) != (sparse is None):
             raise InputError("pass both dense= and sparse= (to check the pair), or neither")
         path = Path(path)
+        if not path.exists() and str(path) in SHIPPED_BRIDGES:
+            path = SHIPPED_DIR / str(path)
         config_file = path / CONFIG_FILE
         if not config_file.is_file():
-            raise CheckpointError(f"no bridges at {str(path)!r}: {CONFIG_FILE} is missing (save them with Bridges.save_pretrained)")
+            raise CheckpointError(f"no bridges at {str(path)!r}: {CONFIG_FILE} is missing (save them with Bridges.save_pretrained)"
+                                  f"{closest_hint(str(path), SHIPPED_BRIDGES)}")
         header = read_json(config_file)
         if header.get("format") != FORMAT:
             raise CheckpointError(
@@ -313,4 +320,4 @@ class Bridges(nn.Module):
         return f"sites={c.n_sites}, d_dense={c.d_dense}, d_sparse={c.d_sparse}, encoder_k={c.encoder_k[0]}"
 
 
-__all__ = ["Bridges", "BridgesConfig", "check_encoder_afrac", "encoder_k"]
+__all__ = ["SHIPPED_BRIDGES", "Bridges", "BridgesConfig", "check_encoder_afrac", "encoder_k"]
