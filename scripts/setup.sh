@@ -22,5 +22,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check "$TORCH_SPEC"
 fi
 echo "setup: installing sparselens and its dependencies (first run takes a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,docs]"
 echo "$want" > "$stamp"

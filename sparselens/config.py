@@ -55,7 +55,7 @@ class SparseTransformerConfig(TransformerLensConfig):
         seed: seed for weight initialisation, ``None`` for torch's global RNG.
         tokenizer_name: name or path of the tokenizer the model was trained with, if any.
 
-    Example:
+    Examples:
         >>> cfg = SparseTransformerConfig(n_layers=2, d_model=64, d_head=16, n_ctx=32, d_vocab=128)
         >>> cfg.n_heads, cfg.d_mlp
         (4, 256)

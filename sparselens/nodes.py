@@ -91,7 +91,7 @@ _NODE_RE = re.compile(r"^(?P<site>L\d+\.[a-z_]+)\[(?:h(?P<head>\d+),)?(?P<index>
 class NodeRegistry:
     """Every node site of a model, derived from its config, in forward order.
 
-    Example:
+    Examples:
         >>> reg = NodeRegistry(SparseTransformerConfig(n_layers=1, d_model=32, n_ctx=8, d_vocab=16))
         >>> [s.name for s in reg.sites]
         ['L0.attn_in', 'L0.q', 'L0.k', 'L0.v', 'L0.attn_out', 'L0.mlp_in', 'L0.neuron', 'L0.mlp_out']
@@ -179,7 +179,7 @@ class NodeRegistry:
 class NodeMask:
     """A keep (True) / drop (False) value for every node, one bool vector per site.
 
-    Example:
+    Examples:
         >>> reg = NodeRegistry(SparseTransformerConfig(n_layers=1, d_model=32, n_ctx=8, d_vocab=16))
         >>> mask = NodeMask.full(reg).drop(["L0.neuron[3]", "L0.q[h0,1]"])
         >>> mask.n_kept, mask.n_total
@@ -250,3 +250,10 @@ class NodeMask:
 
     def __repr__(self) -> str:
         return f"NodeMask(kept {self.n_kept} of {self.n_total} nodes)"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: kept of total nodes per layer and site."""
+        from sparselens import html_tables
+
+        totals = {site.name: site.n_nodes for site in self.registry.sites}
+        return html_tables.heading(repr(self)) + html_tables.site_grid(self.kept_per_site(), totals)

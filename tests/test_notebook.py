@@ -44,8 +44,11 @@ def text_outputs(cell) -> str:
     return "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in cell.get("outputs", []))
 
 
+YOUR_OWN_TASK = Path(__file__).parent.parent / "notebooks" / "04_your_own_task.ipynb"
+
+
 def test_notebooks_are_stored_without_outputs():
-    for path in (NOTEBOOK, FAITHFULNESS):
+    for path in sorted(NOTEBOOK.parent.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         stored = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
         assert not stored, f"{path.name} is stored with outputs in {stored}; clear them before committing"
@@ -61,3 +64,40 @@ def test_faithfulness_notebook_executes_and_renders(tmp_path):
     assert "stochastic pruning" in side_by_side and side_by_side.count("\n") >= 7
     viewer = html_outputs(sources["viz.show_circuit(model, circuit, task, corpus_tokens=None, report=report)"])
     assert "<iframe" in viewer and "colour-by" in viewer and "&quot;faith&quot;" in viewer
+
+
+def test_every_notebook_is_on_the_docs_site():
+    """mkdocs.yml's nav lists each notebook (rendered there with its outputs, by mkdocs-jupyter)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "mkdocs.yml").read_text()
+    nav = yaml.load(text, Loader=yaml.BaseLoader)["nav"]  # BaseLoader: the !!python/name tags stay strings
+
+    def pages(entry):
+        if isinstance(entry, str):
+            yield entry
+        elif isinstance(entry, list):
+            for item in entry:
+                yield from pages(item)
+        elif isinstance(entry, dict):
+            for value in entry.values():
+                yield from pages(value)
+
+    listed = set(pages(nav))
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):
+        assert f"notebooks/{notebook.name}" in listed, f"{notebook.name} is not in mkdocs.yml's nav"
+    assert (root / "docs" / "notebooks").resolve() == (root / "notebooks").resolve()
+
+
+def test_your_own_task_notebook_defines_prunes_and_checks_a_task(tmp_path):
+    sources = executed(YOUR_OWN_TASK, tmp_path)
+    pair = text_outputs(sources["def set_or_list(tokenizer=None):"])
+    assert "set()" in pair and "target_a='add'" in pair and "target_b='append'" in pair
+    losses = text_outputs(sources["from sparselens.interventions import pretraining_means"])
+    assert "on 64 test pairs: model" in losses and "empty circuit" in losses
+    circuit = html_outputs(sources[next(k for k in sources if k.startswith("target = "))])
+    assert "Circuit for &#x27;set_or_list&#x27;" in circuit or "Circuit for 'set_or_list'" in circuit
+    report = html_outputs(sources[next(k for k in sources if k.startswith("report = "))])
+    assert "sparselens-faithfulness" in report
+    assert "iframe" in html_outputs(sources[next(k for k in sources if k.startswith("viz.show_circuit"))])

@@ -7,7 +7,7 @@ Per residual site ``i`` (2L + 1 of them, :mod:`~sparselens.bridges.sites`) an en
 (:func:`train_bridges`, ``sparselens bridges train``) and per-site evaluation against baselines
 (:func:`evaluate_bridges`, ``sparselens bridges evaluate``).
 
-Example:
+Examples:
     >>> bridges = train_bridges(dense, sparse, tokens=splits, steps=2000, out_dir="runs/bridges")
     >>> result = evaluate_bridges(dense, sparse, bridges, splits.val)
     >>> print(result.table()); result.plot("bridges.png")

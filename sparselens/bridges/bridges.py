@@ -15,7 +15,7 @@ Saved like a model: a directory with ``config.json`` (``{"format": "sparselens-b
 fingerprints (:func:`sparselens.model.fingerprint.model_fingerprint`) of the two models the
 bridges were made for; :meth:`Bridges.check_pair` refuses any other pair.
 
-Example:
+Examples:
     >>> bridges = Bridges.for_models(dense, sparse)
     >>> f0 = bridges.encode("blocks.0.hook_resid_pre", dense_resid)   # [batch pos d_sparse]
     >>> bridges.save_pretrained("runs/bridges/bridges")

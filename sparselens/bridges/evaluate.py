@@ -11,7 +11,7 @@ Per site ``i``, over every token of the evaluation set:
   with the site mean-ablated instead of bridged: the residual at ``i`` replaced by its mean over
   the evaluation set (``mu^s_i`` in the sparse model, ``mu^d_i`` in the dense one).
 
-Example:
+Examples:
     >>> result = evaluate_bridges(dense, sparse, bridges, val_tokens)
     >>> print(result.table())
     >>> result.plot("bridges.png")

@@ -11,7 +11,7 @@ Normal equations, accumulated in float64 over batches (memory ``O(d^2)``, not ``
 ``W = (X^T X + ridge * tr(X^T X) / d * I)^-1 X^T Y`` with ``X = [h, 1]``; the bias column is not
 regularised.
 
-Example:
+Examples:
     >>> bridges = Bridges.for_models(dense, sparse)
     >>> fit_least_squares(bridges, dense, sparse, splits.train[:256])
 """

@@ -11,7 +11,7 @@ Every function here uses only ``run_with_hooks`` and TransformerLens hook names,
 ``TransformerBridge`` works wherever a :class:`~sparselens.HookedSparseTransformer` does (a
 ``hook_resid_mid`` site takes two more hooks on both: :func:`replace_hooks` says why).
 
-Example:
+Examples:
     >>> logits_d, h_d = capture(dense, tokens, bridges.sites)                # h_d: hook name -> [batch pos d_dense]
     >>> y = sparse_from_site(sparse, bridges, "blocks.1.hook_resid_pre", tokens, h_d["blocks.1.hook_resid_pre"])
 """

@@ -13,7 +13,7 @@ its modules, to refuse one with dropout in training mode), so any TransformerLen
 Replacing the residual at a ``hook_resid_mid`` site also takes that block's ``hook_resid_pre`` and
 ``hook_attn_out`` (:func:`skip_hooks`; why: :func:`~sparselens.bridges.hybrid.replace_hooks`).
 
-Example:
+Examples:
     >>> [s.hook_name for s in bridge_sites(1)]
     ['blocks.0.hook_resid_pre', 'blocks.0.hook_resid_mid', 'blocks.0.hook_resid_post']
 """

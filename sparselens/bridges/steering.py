@@ -15,7 +15,7 @@ model's ordinary forward (:func:`~sparselens.bridges.hybrid.add_hooks`), never a
 Two controls get the same treatment at every ``s``: a random dense direction per token with the
 edit's norm at that token, and another sparse channel's decoder row with its own difference.
 
-Example:
+Examples:
     >>> channels = circuit_residual_channels(circuit, sparse, "L1.resid_pre")
     >>> result = steer(dense, sparse, bridges, "L1.resid_pre", channels[0], task.batch(n=64, split="test"))
     >>> print(result.table()); result.plot("steering.png")

@@ -16,7 +16,7 @@ go to ``metrics.jsonl`` through :class:`~sparselens.train.metrics.MetricsLog`, a
 through :func:`~sparselens.train.checkpoint.save_checkpoint` (atomic), so an interrupted and
 resumed run equals an uninterrupted one.
 
-Example:
+Examples:
     >>> bridges = train_bridges(dense, sparse, tokens=splits, steps=2000, batch_size=32, lr=1e-3,
     ...                         out_dir="runs/bridges")
 """

@@ -1,6 +1,6 @@
 """Data: the shipped Python tokenizer and packed pretraining corpora.
 
-Example:
+Examples:
     >>> from sparselens.data import load_tokenizer, load_corpus, iter_batches
     >>> tok = load_tokenizer()                       # 2048 tokens, <|endoftext|> = 2047
     >>> train = load_corpus(n_ctx=256, split="train")  # the standard library's .py files

@@ -22,7 +22,7 @@ of ``n_ctx`` tokens (the incomplete tail is dropped). The token stream of both s
 disk under ``cache_dir`` in a folder named by a hash of the documents' contents, the tokenizer and
 the split settings, so a changed file or tokenizer never reads a stale cache.
 
-Example:
+Examples:
     >>> from sparselens.data import load_corpus, iter_batches
     >>> train = load_corpus(n_ctx=256, split="train")        # LongTensor [n_seq, 256]
     >>> batches = iter_batches(train, batch_size=32, seed=0)  # endless, reshuffled each epoch

@@ -21,7 +21,7 @@ defines them (:func:`reserved_names`), so no task prompt of any split can occur 
 ``tests/test_pygen.py`` checks that by scanning a generated corpus for tens of thousands of task
 prompts of every split.
 
-Example:
+Examples:
     >>> from sparselens.data.pygen import generate_program, generate_documents
     >>> print(generate_program(seed=3))            # one program, deterministic in the seed
     >>> ids, texts = generate_documents(1000)     # ids "pygen/0000000.py", ...

@@ -92,7 +92,7 @@ def load_tokenizer(path: Union[str, os.PathLike, None] = None) -> Any:
     Returns:
         A ``transformers.PreTrainedTokenizerFast``; ``len(tok) == 2048`` for the shipped one.
 
-    Example:
+    Examples:
         >>> tok = load_tokenizer()
         >>> tok.convert_ids_to_tokens(tok.encode("for i in range(n):"))
         ['for', 'Ġi', 'Ġin', 'Ġrange', '(', 'n', '):']

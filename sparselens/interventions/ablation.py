@@ -5,7 +5,7 @@ where ``r`` is zero, the node's mean over a reference distribution, or the activ
 batch (resample). The hooks go to ``model.run_with_hooks(tokens, fwd_hooks=...)`` or
 ``model.hooks(...)``; nothing else changes the forward pass.
 
-Example:
+Examples:
     >>> mask = NodeMask.full(model.node_registry).drop(["L0.neuron[3]"])
     >>> logits = model.run_with_hooks(tokens, fwd_hooks=ablation_hooks(model, mask, "zero"))
 """

@@ -15,7 +15,7 @@ source, clamped to the source's first token (the end-of-text token every prompt 
 With ``resample_from=corpus_tokens`` the replacement is the activation of pretraining text at the
 same position instead (one more forward, on those tokens).
 
-Example:
+Examples:
     >>> batch = task.batch(n=64, split="val")
     >>> ref = ReferenceRun.of(model, batch)               # one forward of the full model
     >>> hooks = circuit_hooks(model, mask, "resample", reference=ref, freeze_norms=True)

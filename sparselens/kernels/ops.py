@@ -65,7 +65,7 @@ def abstopk(x: Float[Tensor, "... d"], k: int) -> Float[Tensor, "... d"]:
     largest magnitude, above +inf, as in ``torch.topk``. The gradient flows to the kept entries
     only. With ``k == d`` the result is ``x`` itself, with ``k == 0`` zeros.
 
-    Example:
+    Examples:
         >>> abstopk(torch.tensor([[1.0, -3.0, 2.0, -2.0]]), 2)
         tensor([[ 0., -3.,  2.,  0.]])
     """

@@ -160,7 +160,7 @@ def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floo
     Returns:
         Bool tensor ``[rows, cols]`` on ``w``'s device.
 
-    Example:
+    Examples:
         >>> w = torch.tensor([[3.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
         >>> weight_topk_mask(w, k=3, floor=1).int().tolist()
         [[1, 1, 0], [0, 0, 1]]

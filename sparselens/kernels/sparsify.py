@@ -33,7 +33,7 @@ class SparseLinear(nn.Module):
     The state dict holds the dense ``weight`` and ``bias``, like ``nn.Linear``'s, so checkpoints
     load either way.
 
-    Example:
+    Examples:
         >>> lin = nn.Linear(8, 4)
         >>> with torch.no_grad():
         ...     _ = lin.weight.mul_(torch.rand(4, 8) < 0.2)

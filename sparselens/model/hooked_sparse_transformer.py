@@ -35,7 +35,7 @@ TextOrTokens = Union[str, list[str], Int[Tensor, "batch pos"], Int[Tensor, " pos
 class HookedSparseTransformer(HookedRootModule):
     """A GPT-2-style pre-norm decoder with AbsTopK activation sparsity and TransformerLens hooks.
 
-    Example:
+    Examples:
         >>> cfg = SparseTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_vocab=128, seed=0)
         >>> model = HookedSparseTransformer(cfg)
         >>> tokens = torch.randint(0, 128, (2, 10))
@@ -382,6 +382,27 @@ class HookedSparseTransformer(HookedRootModule):
         return load_pretrained(path_or_name, device=device, dtype=dtype, tokenizer=tokenizer)
 
     # ------------------------------------------------------------------ summaries
+    def _repr_html_(self) -> str:
+        """Jupyter: the architecture, the weight sparsity and the nodes per layer and site."""
+        from sparselens import html_tables
+
+        cfg = self.cfg
+        with torch.no_grad():
+            matrices = [p for p in self.parameters() if p.ndim == 2]
+            nonzero = sum(int((p != 0).sum()) for p in matrices)
+            total = sum(p.numel() for p in matrices)
+        rows = [
+            ("layers, d_model", f"{cfg.n_layers}, {cfg.d_model}"), ("heads x d_head", f"{cfg.n_heads} x {cfg.d_head}"),
+            ("d_mlp, d_vocab, n_ctx", f"{cfg.d_mlp}, {cfg.d_vocab}, {cfg.n_ctx}"),
+            ("AbsTopK", f"afrac {cfg.afrac} at {', '.join(cfg.abstopk_sites)}" if cfg.afrac else "none"),
+            ("matrix weights nonzero", f"{nonzero:,} of {total:,} ({nonzero / max(total, 1):.4f})"),
+            ("tokenizer", str(cfg.tokenizer_name)), ("hook points", str(len(self.hook_dict))),
+            ("nodes", f"{self.node_registry.n_nodes:,} in {len(self.node_sites)} sites"),
+        ]
+        counts = {site.name: site.n_nodes for site in self.node_sites}
+        return (html_tables.heading("HookedSparseTransformer") + html_tables.key_values(rows)
+                + html_tables.site_grid(counts))
+
     def summary(self) -> str:
         """A readable table of the architecture, hook points and node sites."""
         cfg = self.cfg

@@ -8,6 +8,7 @@ every RMSNorm scale is patched from the unpruned model's run on the same tokens 
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import torch
 from torch import Tensor
 
+from sparselens import html_tables
 from sparselens.files import write_text_atomic
 from sparselens.interventions.ablation import Ablation, FwdHooks, circuit_hooks
 from sparselens.interventions.reference import ReferenceRun
@@ -198,3 +200,15 @@ class Circuit:
 
     def __repr__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        """Jupyter: size, losses, edges by kind and the kept nodes per layer and site."""
+        rows = [("nodes", str(self.n_nodes)), ("edges", f"{self.n_edges} (+{self.residual_links} residual links)"),
+                ("ablation", f"{self.ablation}, norms {'frozen' if self.freeze_norms else 'free'}")]
+        n = self.config.get("eval_pairs", "?")
+        rows += [(f"loss {k}", f"{v:.4f}") for k, v in self.losses.items()]
+        edges = ", ".join(f"{kind} {count}" for kind, count in self.edge_counts.items() if count)
+        return (html_tables.heading(f"Circuit for {self.task!r} (losses per pair on {n} {self.loss_split} pairs; *_val: validation)")
+                + html_tables.key_values(rows)
+                + f"<div style='font-size:12px;margin:4px 0'>edges by kind: {html.escape(edges) or 'none'}</div>"
+                + html_tables.site_grid({site: len(kept) for site, kept in self.kept.items()}))

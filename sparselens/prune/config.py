@@ -4,7 +4,7 @@
 defaults from here; the command lines build their options from these fields
 (:func:`add_prune_arguments`), so a default is never written twice.
 
-Example:
+Examples:
     >>> config = PruneConfig(ablation="zero", steps=200)
     >>> circuit = prune(model, task, target_loss=0.15, config=config)
 """

@@ -5,7 +5,7 @@ and the critique's natural-language tasks (:mod:`sparselens.tasks.language`) are
 name. A batch holds ``n`` pairs as ``2n`` rows (A rows, then B rows); the paired binary loss is
 AVERAGED over the two prompts of a pair (the paper's stored numbers are sums, twice ours).
 
-Example:
+Examples:
     >>> from sparselens.data import load_tokenizer
     >>> from sparselens.tasks import get_task, list_tasks
     >>> task = get_task("single_double_quote", tokenizer=load_tokenizer())

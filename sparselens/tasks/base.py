@@ -161,7 +161,7 @@ class Task:
         default_kind: the loss used when ``kind`` is not given (``"binary"`` or ``"ce"``).
         prepend_bos: start every prompt with the end-of-text token, as documents start in training.
 
-    Example:
+    Examples:
         >>> task = get_task("single_double_quote")
         >>> batch = task.batch(n=64, split="test")       # tokens [128, pos]: 64 A rows, 64 B rows
         >>> loss = task.loss(model, batch)               # mean over pairs of the per-pair average

@@ -1,6 +1,6 @@
 """Tasks from templates in a few lines.
 
-Example:
+Examples:
     >>> from sparselens.tasks import TemplateTask, register_task
     >>> task = TemplateTask(
     ...     "pronoun_simple",

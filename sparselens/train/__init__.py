@@ -1,6 +1,6 @@
 """Weight-sparse training (METHOD.md section 2): sparsifier, schedules, trainer, data parallelism.
 
-Example:
+Examples:
     >>> from sparselens import SparseTransformerConfig
     >>> from sparselens.train import TrainConfig, Trainer
     >>> cfg = TrainConfig(model=SparseTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_vocab=128),

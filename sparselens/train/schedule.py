@@ -10,7 +10,7 @@ they never synchronise with the device.
   ``lr * warmup(step) * (1 - step / n_steps) * sqrt(l0_target / l0(step))`` with
   ``warmup(step) = min(1, (step + 1) / max(1, ceil(warmup * n_steps)))``.
 
-Example:
+Examples:
     >>> l0_fraction(0, n_steps=100, l0_target=0.25), l0_fraction(99, n_steps=100, l0_target=0.25)
     (1.0, 0.25)
 """

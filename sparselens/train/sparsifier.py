@@ -91,7 +91,7 @@ class WeightSparsifier:
         floor: entries protected per neuron / channel / token row (METHOD: 4).
         sparsify_biases: also prune each bias vector (no floor) to the same fraction.
 
-    Example:
+    Examples:
         >>> sparsifier = WeightSparsifier(model, floor=4)
         >>> sparsifier.apply(0.25)  # every matrix now has max(round(0.25 * numel), floor rows) nonzeros
     """

@@ -14,7 +14,7 @@ device until a train record every ``log_every`` steps stacks them and syncs once
 where a non-finite loss is noticed). Step counts in records and messages are 1-based: "step s"
 means after ``s`` optimizer steps.
 
-Example:
+Examples:
     >>> cfg = TrainConfig(model=SparseTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_vocab=128),
     ...                   n_steps=100, batch_size=8, l0_target=0.25, out_dir="runs/tiny")
     >>> model = Trainer(cfg).train()   # writes runs/tiny/{metrics.jsonl,curves.png,checkpoint.pt,model/}

@@ -1,6 +1,6 @@
 """``node_activations``: nodes' activations over the tokens of prompts, in the full model and in the circuit.
 
-Example:
+Examples:
     >>> node_activations(model, task.batch(n=2, split="test"), nodes=["L0.neuron[17]"], circuit=circuit)  # doctest: +SKIP
 """
 

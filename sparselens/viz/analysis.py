@@ -7,7 +7,7 @@
   its downstream layers read: a node outside it shows its replacement (zero, mean or resampled).
 - :func:`top_activations`: the corpus rows where nodes are most active, ranked by ``|activation|``.
 
-Example:
+Examples:
     >>> runs = model_and_circuit(model, batch, circuit, names=["blocks.0.mlp.hook_post"])  # doctest: +SKIP
     >>> runs.full["blocks.0.mlp.hook_post"], runs.circuit["blocks.0.mlp.hook_post"]       # doctest: +SKIP
 """

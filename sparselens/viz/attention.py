@@ -1,6 +1,6 @@
 """``attention_patterns``: chosen heads' attention on one prompt, the full model beside the circuit.
 
-Example:
+Examples:
     >>> attention_patterns(model, task.batch(n=2, split="test"), heads=[(0, 1)], circuit=circuit)  # doctest: +SKIP
 """
 

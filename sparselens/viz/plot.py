@@ -110,8 +110,17 @@ class Plot:
         )
         return path
 
+    def save_png(self, path: Union[str, Path], *, width: int = 1200, height: int = 800) -> Path:
+        """Write a PNG of the rendered plot (headless Chromium: :func:`~sparselens.viz.screenshot.html_to_png`)."""
+        import tempfile
+
+        from sparselens.viz.screenshot import html_to_png
+
+        with tempfile.TemporaryDirectory(prefix="sparselens-plot-") as tmp:
+            return html_to_png(self.save(Path(tmp) / "plot.html"), path, width=width, height=height)
+
     def __repr__(self) -> str:
-        return f"<sparselens Plot: {self.title} (rendered in Jupyter; .save('plot.html') for a browser)>"
+        return f"<sparselens Plot: {self.title} (rendered in Jupyter; .save('plot.html') for a browser, .save_png('plot.png'))>"
 
 
 class Mounts:

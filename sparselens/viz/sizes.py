@@ -1,6 +1,6 @@
 """``circuit_size_plot``: task loss against circuit size (nodes, and edges) for a sweep, as inline SVG.
 
-Example:
+Examples:
     >>> circuit_size_plot(prune_sweep(model, task, [0.1, 0.15, 0.3]))  # doctest: +SKIP
 """
 
@@ -130,8 +130,8 @@ def circuit_size_plot(results: Sequence[Union["Circuit", Mapping[str, Any]]], lo
         Sizes above zero use a log x axis.
 
     Raises:
-        ValueError / TypeError / KeyError: an empty list, an entry without sizes or losses, a missing
-        loss name, or a non-finite value.
+        ValueError: an empty list or a non-finite value (TypeError and KeyError: an entry without
+            sizes or losses, or a missing loss name).
     """
     points = _sweep_points(results, loss)
     refs: dict[str, float] = next((p["refs"] for p in points if p["refs"]), {})

@@ -1,6 +1,6 @@
 """``top_snippets``: a node's top-activating corpus snippets (:func:`~sparselens.viz.analysis.top_activations`), drawn.
 
-Example:
+Examples:
     >>> top_snippets(model, "L0.neuron[17]", load_corpus(n_ctx=64, split="val"))  # doctest: +SKIP
 """
 

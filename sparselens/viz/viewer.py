@@ -8,7 +8,7 @@ top-activating corpus snippets (:func:`~sparselens.viz.analysis.top_activations`
 package (``sparselens/viz/static``), so the page needs no network and opens from ``file://``.
 :func:`write_viewer` writes the page; :func:`show_circuit` shows it inline in Jupyter.
 
-Example:
+Examples:
     >>> circuit = prune(model, task, target_loss=0.15)      # doctest: +SKIP
     >>> write_viewer(model, circuit, "circuit.html")        # doctest: +SKIP
     >>> show_circuit(model, circuit)   # in Jupyter: the same page inline  # doctest: +SKIP
@@ -349,6 +349,15 @@ class CircuitView:
         path.write_text(self.html, encoding="utf-8")
         return path
 
+    def save_png(self, path: Union[str, Path], *, width: int = 1400, height: int = 900) -> Path:
+        """Write a PNG of the viewer as it opens (headless Chromium: :func:`~sparselens.viz.screenshot.html_to_png`)."""
+        import tempfile
+
+        from sparselens.viz.screenshot import html_to_png
+
+        with tempfile.TemporaryDirectory(prefix="sparselens-viewer-") as tmp:
+            return html_to_png(self.save(Path(tmp) / "circuit.html"), path, width=width, height=height)
+
     def __repr__(self) -> str:
         h = self.data["header"]
         return f"CircuitView({h['task']!r}: {h['n_nodes']} nodes, {h['n_edges']} edges)"
@@ -360,7 +369,7 @@ def write_viewer(
 ) -> Path:
     """Write the viewer page for ``circuit`` to ``path``; ``kwargs`` go to :func:`viewer_data`.
 
-    Example:
+    Examples:
         >>> write_viewer(model, circuit, "circuit.html", corpus_tokens=load_corpus(split="val"))  # doctest: +SKIP
     """
     return show_circuit(model, circuit, task, **kwargs).save(path)
@@ -373,7 +382,7 @@ def show_circuit(
 
     ``kwargs`` go to :func:`viewer_data` (``n_prompts``, ``corpus_tokens``, ``selected``, ...).
 
-    Example:
+    Examples:
         >>> show_circuit(model, circuit, task)  # doctest: +SKIP
     """
     return CircuitView(viewer_data(model, circuit, task, **kwargs))
