@@ -111,6 +111,13 @@ class Circuit:
         """Every edge with its weight (:mod:`sparselens.prune.edges` says what counts)."""
         return circuit_edges(model, self.node_mask(model), self.edge_use)
 
+    def to_networkx(self, model: "HookedSparseTransformer", *, residual_links: bool = True) -> Any:
+        """The circuit as a ``networkx.DiGraph``: nodes with site, layer, channel; edges with kind and
+        weight (:mod:`sparselens.prune.graph`; its ``write_graphml`` and ``write_graph_json`` save it)."""
+        from sparselens.prune.graph import circuit_graph
+
+        return circuit_graph(self, model, residual_links=residual_links)
+
     def residual_link_pairs(self, model: "HookedSparseTransformer") -> list[tuple[str, str]]:
         """The ``(write, read)`` node pairs of :attr:`residual_links`."""
         return residual_links(model, self.node_mask(model))
