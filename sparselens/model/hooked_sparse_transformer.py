@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -283,6 +283,68 @@ class HookedSparseTransformer(HookedRootModule):
         if tokens.ndim == 1:
             return tok.decode(tokens.tolist())
         return [tok.decode(row) for row in tokens.tolist()]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input: TextOrTokens,
+        max_new_tokens: int = 32,
+        *,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        stop_at_eos: bool = True,
+        seed: Optional[int] = None,
+        fwd_hooks: Sequence[tuple[Union[str, Callable], Callable]] = (),
+        prepend_bos: Optional[bool] = None,
+    ) -> Union[str, Int[Tensor, "batch pos"]]:
+        """Sample a continuation, one token at a time, through the ordinary forward pass.
+
+        Every step is ``self(tokens)``: hooks already attached (``model.hooks(...)``, ``add_hook``)
+        and ``fwd_hooks`` act on every step, so an ablated or patched model generates as itself.
+        The last ``n_ctx`` tokens are the context (no KV cache: these models are small).
+
+        Args:
+            input: text (tokenized with :meth:`to_tokens`), or tokens ``[batch pos]`` / ``[pos]``.
+            max_new_tokens: tokens to add.
+            temperature: ``0`` for greedy decoding, else the logits are divided by it.
+            top_k: sample among the ``top_k`` most likely tokens only.
+            stop_at_eos: stop a row after it emits the end-of-text token (it is padded with that
+                token afterwards) and stop when every row has.
+            seed: seeds the sampling (default: torch's global generator).
+            fwd_hooks: ``(name or filter, hook)`` pairs active during generation only.
+            prepend_bos: for text input, as :meth:`to_tokens`.
+
+        Returns:
+            The prompt and continuation as a string for text input, else the tokens ``[batch pos + new]``.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+        if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k <= self.cfg.d_vocab):
+            raise ValueError(f"top_k must be an integer in [1, d_vocab={self.cfg.d_vocab}], got {top_k!r}")
+        tokens = self.to_tokens(input, prepend_bos) if isinstance(input, str) else self._as_tokens(input, True)
+        eos = getattr(self.tokenizer, "eos_token_id", None) if stop_at_eos else None
+        generator = None if seed is None else torch.Generator(device=tokens.device).manual_seed(seed)
+        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        with self.hooks(fwd_hooks=list(fwd_hooks)):
+            for _ in range(max_new_tokens):
+                logits = self(tokens[:, -self.cfg.n_ctx:])[:, -1].float()
+                if temperature == 0:
+                    chosen = logits.argmax(dim=-1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        floor = logits.topk(top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < floor, float("-inf"))
+                    chosen = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+                if eos is not None:
+                    chosen = torch.where(done, torch.full_like(chosen, eos), chosen)
+                    done |= chosen == eos
+                tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+                if eos is not None and bool(done.all()):
+                    break
+        return str(self._require_tokenizer().decode(tokens[0].tolist())) if isinstance(input, str) else tokens
 
     def to_single_token(self, string: str) -> int:
         """The id of a string that must be exactly one token."""
