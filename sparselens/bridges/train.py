@@ -53,6 +53,7 @@ from sparselens.train.metrics import MetricsLog
 from sparselens.train.optim import build_adam
 from sparselens.train.schedule import warmup_factor
 from sparselens.train.sparsifier import WeightSparsifier
+from sparselens.train.tracking import TrackingConfig, open_sinks
 from sparselens.train.trainer import TrainingDivergedError
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ TRAIN_CONFIG_FILE = "train_config.yaml"
 INITS = ("random", "lstsq")
 TERMS = ("nmse_enc", "nmse_dec", "kl_sparse_from_site", "kl_dense_from_site")
 #: settings that change what is written and when, not the weights: free to change on resume
-_CADENCE = ("dense", "sparse", "device", "out_dir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every")
+_CADENCE = ("dense", "sparse", "device", "out_dir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
+            "tracking")
 
 
 @dataclass
@@ -99,6 +101,7 @@ class BridgeTrainConfig:
         eval_batches: validation batches of ``batch_size`` per validation record.
         checkpoint_every: steps between checkpoints (0: only at the end or at ``stop_at``).
         progress: show a progress bar.
+        tracking: TensorBoard and W&B besides ``metrics.jsonl`` (:class:`~sparselens.train.tracking.TrackingConfig`).
     """
 
     dense: Optional[str] = None
@@ -120,10 +123,13 @@ class BridgeTrainConfig:
     eval_batches: int = 2
     checkpoint_every: int = 100
     progress: bool = True
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = build_dataclass(DataConfig, self.data, "data")
+        if isinstance(self.tracking, dict):
+            self.tracking = build_dataclass(TrackingConfig, self.tracking, "tracking")
         if self.init not in INITS:
             raise InputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}{closest_hint(self.init, INITS)}")
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "init_seqs"):
@@ -143,6 +149,7 @@ class BridgeTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["data"] = dataclasses.asdict(self.data)
+        out["tracking"] = dataclasses.asdict(self.tracking)
         return out
 
     @classmethod
@@ -294,6 +301,7 @@ class BridgeTrainer:
         end = c.steps if stop_at is None else min(stop_at, c.steps)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         c.to_yaml(self.out_dir / "config.yaml")
+        self.metrics.sinks = open_sinks(c.tracking, self.out_dir, c.to_dict(), self.step)
         bar = tqdm(total=c.steps, initial=self.step, desc="train bridges", unit="step", disable=not c.progress, dynamic_ncols=True)
         if self.step == 0:
             self.metrics.path.unlink(missing_ok=True)
@@ -312,6 +320,7 @@ class BridgeTrainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+            self.metrics.close_sinks()
         if self.step == c.steps:
             if c.train_sparse:
                 self.bridges.bind(self.dense, self.sparse)  # the pair is now the trained sparse model

@@ -33,6 +33,7 @@ import yaml
 
 from sparselens.config import SparseTransformerConfig
 from sparselens.errors import InputError, closest_hint
+from sparselens.train.tracking import TrackingConfig
 
 
 @dataclass
@@ -106,6 +107,7 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (0: only at the end or at ``stop_at``).
         plot: redraw ``curves.png`` with every checkpoint.
         progress: show a tqdm progress bar.
+        tracking: TensorBoard and W&B besides ``metrics.jsonl`` (:class:`~sparselens.train.tracking.TrackingConfig`).
     """
 
     model: SparseTransformerConfig
@@ -133,12 +135,15 @@ class TrainConfig:
     checkpoint_every: int = 500
     plot: bool = True
     progress: bool = True
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = SparseTransformerConfig.from_dict(self.model)
         if isinstance(self.data, dict):
             self.data = build_dataclass(DataConfig, self.data, "data")
+        if isinstance(self.tracking, dict):
+            self.tracking = build_dataclass(TrackingConfig, self.tracking, "tracking")
         if not isinstance(self.l0_target, (int, float)) or isinstance(self.l0_target, bool) or not (
             0.0 < self.l0_target <= 1.0
         ) or math.isnan(self.l0_target):
@@ -178,6 +183,7 @@ class TrainConfig:
         out["model"] = self.model.to_dict()
         out["model"].pop("device", None)
         out["data"] = dataclasses.asdict(self.data)
+        out["tracking"] = dataclasses.asdict(self.tracking)
         return out
 
     @classmethod

@@ -107,14 +107,27 @@ def _layer(hook_name: str) -> int:
 
 
 class MetricsLog:
-    """Append-only JSONL file of metric records, each a dict with ``event`` and ``step``."""
+    """Append-only JSONL file of metric records, each a dict with ``event`` and ``step``.
+
+    Attributes:
+        sinks: where each record also goes (:mod:`sparselens.train.tracking`); the trainers open
+            them for a run and close them at its end.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.sinks: list[Any] = []
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink.log(record)
+
+    def close_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def records(self) -> list[dict[str, Any]]:
         """Every record in the file (an empty list if there is none yet)."""

@@ -50,6 +50,7 @@ from sparselens.train.metrics import MetricsLog, plot_metrics, validation_stats
 from sparselens.train.optim import build_adam, decay_, decayed_parameters, normalize_grad_rms_
 from sparselens.train.schedule import l0_fraction, learning_rate
 from sparselens.train.sparsifier import WeightSparsifier
+from sparselens.train.tracking import open_sinks
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 MODEL_DIR = "model"
 #: settings that change what is written and when, not the weights: free to change on resume
-_CADENCE = ("model", "out_dir", "progress", "plot", "log_every", "eval_every", "eval_batches", "checkpoint_every")
+_CADENCE = ("model", "out_dir", "progress", "plot", "log_every", "eval_every", "eval_batches", "checkpoint_every", "tracking")
 
 
 #: torch >= 2.13 renamed DDP's ``broadcast_buffers`` to ``forward_sync_buffers``
@@ -190,6 +191,7 @@ class Trainer:
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             c.to_yaml(self.out_dir / "config.yaml")
+            self.metrics.sinks = open_sinks(c.tracking, self.out_dir, c.to_dict(), self.step)
             if self.step == 0:
                 self.metrics.path.unlink(missing_ok=True)
                 self._log_eval()
@@ -213,6 +215,7 @@ class Trainer:
                         plot_metrics(self.metrics.records(), self.out_dir / CURVES_FILE, title=self._title())
         finally:
             bar.close()
+            self.metrics.close_sinks()
         if self.step == c.n_steps and self.is_main:
             self.model.save_pretrained(self.out_dir / MODEL_DIR)
             c.to_yaml(self.out_dir / MODEL_DIR / TRAIN_CONFIG_FILE)  # the model says what it was trained on
