@@ -9,8 +9,8 @@ from test_train import tiny_train_config
 
 from sparselens.errors import InputError
 from sparselens.train import Trainer
-from sparselens.train.trainer import METRICS_FILE
 from sparselens.train.tracking import TENSORBOARD_DIR, WANDB_ID_FILE, TrackingConfig, flatten
+from sparselens.train.trainer import METRICS_FILE
 
 
 def jsonl_scalars(out_dir):

@@ -16,13 +16,13 @@ Examples:
 Define a task from templates in a few lines (see docs/tasks.md):
 
     >>> from sparselens.tasks import TemplateTask, register_task
-    >>> def capital_task(tokenizer=None):
+    >>> def set_or_list(tokenizer=None):             # each target one token of the shipped Python tokenizer
     ...     return TemplateTask(
-    ...         "river_or_city", ["{opening} the {thing} was"], targets=(" wet", " busy"),
-    ...         a={"thing": ["river", "lake", "sea"]}, b={"thing": ["city", "market", "station"]},
-    ...         shared={"opening": ["Yesterday", "In the morning", "All day"]}, tokenizer=tokenizer)
-    >>> register_task("river_or_city", capital_task)
-    >>> get_task("river_or_city", tokenizer=tok).batch(8)
+    ...         "set_or_list", ["{name} = {empty}\nfor {item} in items:\n    {name}."], targets=("add", "append"),
+    ...         a={"empty": ["set()"]}, b={"empty": ["[]", "list()"]},
+    ...         shared={"name": ["seen", "found", "out"], "item": ["x", "row", "key"]}, tokenizer=tokenizer)
+    >>> register_task("set_or_list", set_or_list)
+    >>> get_task("set_or_list", tokenizer=model.tokenizer).batch(8)
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Examples:
     ...     a={"name": ["Leo", "Samuel", "Peter"]},        # slots that make prompt A
     ...     b={"name": ["Mia", "Rita", "Lily"]},           # the same slots for prompt B
     ...     shared={"action": ["ran to the beach", "came home", "fed the cat"]},
-    ...     tokenizer=my_tokenizer,
-    ... )
+    ...     tokenizer=tokenizer,                          # one whose targets are single tokens (not the
+    ... )                                                 # shipped Python tokenizer: see docs/tasks.md)
     >>> register_task("pronoun_simple", lambda tokenizer: TemplateTask(..., tokenizer=tokenizer))
 """
 
