@@ -44,6 +44,7 @@ def text_outputs(cell) -> str:
     return "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in cell.get("outputs", []))
 
 
+BRIDGES = Path(__file__).parent.parent / "notebooks" / "03_bridges.ipynb"
 YOUR_OWN_TASK = Path(__file__).parent.parent / "notebooks" / "04_your_own_task.ipynb"
 
 
@@ -101,3 +102,16 @@ def test_your_own_task_notebook_defines_prunes_and_checks_a_task(tmp_path):
     report = html_outputs(sources[next(k for k in sources if k.startswith("report = "))])
     assert "sparselens-faithfulness" in report
     assert "iframe" in html_outputs(sources[next(k for k in sources if k.startswith("viz.show_circuit"))])
+
+
+def test_bridges_notebook_evaluates_and_steers_with_the_shipped_bridges(tmp_path):
+    sources = executed(BRIDGES, tmp_path)
+    hybrid = text_outputs(sources['site = bridges.site("L1.resid_pre")'])
+    assert "KL(dense || sparse)" in hybrid and "dense from L1.resid_pre" in hybrid
+    table = text_outputs(sources["evaluation = evaluate_bridges(dense, sparse, bridges, val, progress=False)"])
+    assert table.count("| L") == 4 and "| final |" in table
+    for first in ("evaluation = evaluate_bridges(", "result = steer("):  # the plots render as images
+        cell = sources[next(k for k in sources if k.startswith(first))]
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), first
+    steering = text_outputs(sources["result = steer(dense, sparse, bridges, site, channel, batch, reference_tokens=val, progress=False)"])
+    assert "| 1.00 |" in steering and "ratio rms_dense/rms_sparse" in steering
