@@ -456,7 +456,91 @@ def test_viewer_in_headless_chromium_offline(setup, tmp_path):
         assert link in neighbours(first)
         browser.mouse("#panel .link", click=True)
         assert browser.js("document.getElementById('panel-name').textContent") == link
+
+        def search(text):
+            browser.js(f"(() => {{ const f = document.getElementById('find'); f.value = {json.dumps(text)}; "
+                       "f.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'})); })()")
+            return browser.js("document.getElementById('panel-name').textContent"), browser.js(
+                "document.getElementById('find-hint').textContent")
+
+        assert search(second) == (second, "")  # the exact name
+        typo = second.replace(".", "", 1)  # one character off (and no other name that close): the closest, said so
+        assert search(typo) == (second, f"closest: {second}")
+        site = second.split("[")[0]  # a prefix: the shortest name containing it
+        expected = sorted((n for n in nodes if site.lower() in n.lower()), key=lambda n: (len(n), n))[0]
+        assert search(site) == (expected, f"closest: {expected}")
+        assert search("zzzz")[1] == 'no node like "zzzz"'
         assert browser.problems() == []
+
+
+def test_viewer_filters_edges_by_weight_sites_and_neighbourhood(setup, tmp_path):
+    """The filter bar: an |weight| threshold per kind, one site (with its neighbours), the pinned node's
+    neighbourhood; what stays visible is computed here from the viewer data."""
+    import base64
+
+    model, _, circuit, _, data = setup
+    page = tmp_path / "viewer.html"
+    page.write_text(render_html(data), encoding="utf-8")
+    nodes, edges, links = data["nodes"], data["edges"], data["residual_links"]
+    top = {}
+    for e in edges:
+        top[e["kind"]] = max(top.get(e["kind"], 0.0), abs(e["weight"]))
+
+    def frac(e):
+        return 1.0 if e["kind"] == "q-k" else (abs(e["weight"]) / top[e["kind"]] if top[e["kind"]] else 0.0)
+
+    visible_nodes = "[...document.querySelectorAll('.node:not(.filtered)')].map(e => e.dataset.node).sort()"
+    visible_edges = "document.querySelectorAll('path.edge:not(.filtered)').length"
+    with Browser(tmp_path) as browser:
+        browser.send("Page.navigate", url=page.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        assert browser.js(visible_edges) == len(edges) and len(browser.js(visible_nodes)) == len(nodes)
+
+        def set_control(selector, prop, value, event):
+            browser.js(f"(() => {{ const c = document.querySelector({json.dumps(selector)}); c.{prop} = {json.dumps(value)}; "
+                       f"c.dispatchEvent(new Event({json.dumps(event)})); }})()")
+
+        set_control("#edge-min", "value", "0.5", "input")
+        assert browser.js(visible_edges) == sum(frac(e) >= 0.5 for e in edges)
+        set_control("#edge-min", "value", "0", "input")
+
+        site = max({n.split("[")[0] for n in nodes}, key=lambda s: sum(n.startswith(s + "[") for n in nodes))
+        set_control("#site-filter", "value", site, "change")
+        base = {n for n in nodes if n.split("[")[0] == site}
+        expected = set(base)
+        for e in edges:
+            if e["src"] in base or e["dst"] in base:
+                expected |= {end for end in (e["src"], e["dst"]) if end in nodes}
+        for a, b in links:
+            if a in base or b in base:
+                expected |= {a, b}
+        assert browser.js(visible_nodes) == sorted(expected)
+        assert browser.js(visible_edges) == sum(e["src"] in base or e["dst"] in base for e in edges)
+        set_control("#site-filter", "value", "", "change")
+
+        hub = max(nodes, key=lambda n: len(nodes[n]["in"]) + len(nodes[n]["out"]))
+        near = {hub} | {end for i in nodes[hub]["in"] + nodes[hub]["out"] for end in (edges[i]["src"], edges[i]["dst"]) if end in nodes}
+        near |= {end for i in nodes[hub]["links"] for end in links[i]}
+        set_control("#neighbourhood", "checked", True, "change")
+        browser.mouse(f'.node[data-node="{hub}"]', click=True)
+        assert browser.js(visible_nodes) == sorted(near)
+        shot = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+        screenshots(tmp_path).joinpath("viewer-neighbourhood.png").write_bytes(shot)
+        set_control("#neighbourhood", "checked", False, "change")
+        browser.mouse(f'.node[data-node="{hub}"]', click=True)  # unpin: the whole circuit again
+        assert len(browser.js(visible_nodes)) == len(nodes)
+        whole = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
+        screenshots(tmp_path).joinpath("viewer-whole.png").write_bytes(whole)
+        assert browser.problems() == []
+
+
+def screenshots(tmp_path):
+    """Where the browser tests put their screenshots: $SPARSELENS_SCREENSHOTS (docs/images, to update
+    the ones docs/viewer.md shows), else the test's own folder."""
+    folder = Path(os.environ.get("SPARSELENS_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,8 @@
   var segments = [];     // one per kind of data.sources present: {kind, sources, x0, x1}
   var pinned = null;
   var shown = null;
+  var edgeFrac = [];     // index -> |weight| / the largest |weight| of its kind (q-k pairings: 1)
+  var filters = { edgeMin: 0, site: "", neighbourhood: false };  // what the filter bar shows
   var faith = data.faithfulness || null;     // the attached faithfulness report's metrics and flags, or null
   var colourBy = faith ? "corr" : "kind";
 
@@ -74,6 +76,33 @@
     return s.replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
   }
   function quoted(id) { return "\u2039" + tokText(id) + "\u203a"; }
+
+  // The node a search means: the exact name, else the best of the names that contain the query
+  // (shortest first), else the name at the smallest edit distance when it is within a third of the
+  // query's length; null when nothing is close.
+  function editDistance(a, b) {
+    var prev = [], cur, i, j;
+    for (j = 0; j <= b.length; j++) prev[j] = j;
+    for (i = 1; i <= a.length; i++) {
+      cur = [i];
+      for (j = 1; j <= b.length; j++) {
+        cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      }
+      prev = cur;
+    }
+    return prev[b.length];
+  }
+  function closestNode(query) {
+    if (!query) return null;
+    if (nodes[query]) return query;
+    var names = Object.keys(nodes), lower = query.toLowerCase();
+    var containing = names.filter(function (n) { return n.toLowerCase().indexOf(lower) >= 0; })
+      .sort(function (a, b) { return a.length - b.length || (a < b ? -1 : 1); });
+    if (containing.length) return containing[0];
+    var best = null, bestD = Infinity;
+    names.forEach(function (n) { var d = editDistance(lower, n.toLowerCase()); if (d < bestD) { bestD = d; best = n; } });
+    return bestD <= Math.max(2, Math.floor(query.length / 3)) ? best : null;
+  }
   // an edge end outside the blocks: "embed:<token>", "pos:<position>", "bigram:<token>", "unembed:<token>"
   function terminalLabel(name) {
     var parts = name.split(":");
@@ -141,13 +170,17 @@
       if (M.attention_js_max !== undefined) chip("attention JS max", fmt(M.attention_js_max), "faith");
     }
     var find = el("input", { id: "find", type: "search", placeholder: "find node, e.g. L0.neuron[3]" });
+    var hint = el("span", { id: "find-hint", class: "find-hint" });
     find.addEventListener("keydown", function (ev) {
       if (ev.key !== "Enter") return;
-      var name = find.value.trim();
-      find.classList.toggle("bad", !nodes[name]);
-      if (nodes[name]) { pin(name); circles[name].scrollIntoView({ block: "center", inline: "center" }); }
+      var query = find.value.trim(), name = closestNode(query);
+      find.classList.toggle("bad", !name);
+      hint.textContent = !query ? "" : !name ? "no node like " + JSON.stringify(query) :
+        name === query ? "" : "closest: " + name;
+      if (name) { pin(name); circles[name].scrollIntoView({ block: "center", inline: "center" }); }
     });
     chips.appendChild(find);
+    chips.appendChild(hint);
     box.appendChild(chips);
     var kinds = Object.keys(h.edge_counts).filter(function (k) { return h.edge_counts[k]; })
       .map(function (k) { return k + " " + h.edge_counts[k]; });
@@ -271,8 +304,14 @@
     data.rows.forEach(function (row, r) {
       if (r % 2 === 0) root.appendChild(svg("rect", { class: "row-band", x: 0, y: row.y - ROW_H / 2, width: size.width, height: ROW_H }));
       root.appendChild(svg("text", { class: "row-label", x: 8, y: row.y + 4 }, row.label));
-      row.groups.forEach(function (g) {
-        if (g.label) root.appendChild(svg("text", { class: "group-label", x: (g.x0 + g.x1) / 2, y: row.y + 20, "text-anchor": "middle" }, g.label));
+      row.groups.forEach(function (g, j) {
+        if (!g.label) return;
+        // a group narrower than its label ("head 5") gets the short form ("h5"), alternately lower, so
+        // neighbouring labels never overlap
+        var narrow = (g.x1 - g.x0 + DX) < 6.5 * g.label.length + 6;
+        var text = narrow ? g.label.replace("head ", "h") : g.label;
+        root.appendChild(svg("text", { class: "group-label", x: (g.x0 + g.x1) / 2, y: row.y + 20 + (narrow && j % 2 ? 10 : 0),
+          "text-anchor": "middle" }, text));
       });
     });
     if (segments.length) root.appendChild(svg("text", { class: "row-label", x: 8, y: 42 }, "embedding"));
@@ -289,6 +328,7 @@
     });
     edges.forEach(function (e, i) {
       var w = maxByKind[e.kind] ? Math.abs(e.weight) / maxByKind[e.kind] : 0;
+      edgeFrac[i] = e.kind === "q-k" ? 1 : w;
       var cls = "edge " + (e.kind === "q-k" ? "qk" : e.weight >= 0 ? "pos" : "neg") + (nodes[e.src] ? "" : " input");
       var p = svg("path", { class: cls, d: edgePath(e.src, e.dst), "stroke-width": (0.5 + 3.5 * w).toFixed(2) });
       var ends = (nodes[e.src] ? e.src : terminalLabel(e.src)) + " \u2192 " + (nodes[e.dst] ? e.dst : terminalLabel(e.dst));
@@ -337,6 +377,76 @@
     return root;
   }
 
+  // ------------------------------------------------------------------ filters (large circuits)
+  function siteOf(name) { return name.split("[")[0]; }
+
+  function neighbourhood(name) {
+    var near = {};
+    near[name] = true;
+    nodes[name]["in"].concat(nodes[name].out).forEach(function (i) { near[edges[i].src] = near[edges[i].dst] = true; });
+    nodes[name].links.forEach(function (i) { near[links[i][0]] = near[links[i][1]] = true; });
+    return near;
+  }
+
+  // Nodes shown: those of the chosen site (all sites by default), within the pinned node's
+  // neighbourhood when that box is ticked, and the other ends of the edges shown. Edges shown: at
+  // least edgeMin of their kind's largest |weight|, with a shown end in the base set.
+  function applyFilters() {
+    var near = filters.neighbourhood && pinned ? neighbourhood(pinned) : null;
+    var base = {};
+    Object.keys(nodes).forEach(function (n) {
+      if ((!filters.site || siteOf(n) === filters.site) && (!near || near[n])) base[n] = true;
+    });
+    var shownNodes = {};
+    Object.keys(base).forEach(function (n) { shownNodes[n] = true; });
+    edges.forEach(function (e, i) {
+      var inBase = base[e.src] || base[e.dst];
+      var ok = edgeFrac[i] >= filters.edgeMin && inBase && (!near || (near[e.src] || !nodes[e.src]) && (near[e.dst] || !nodes[e.dst]));
+      edgePaths[i].classList.toggle("filtered", !ok);
+      if (ok) { shownNodes[e.src] = shownNodes[e.dst] = true; }
+    });
+    links.forEach(function (pair, i) {
+      var ok = (base[pair[0]] || base[pair[1]]) && (!near || (near[pair[0]] && near[pair[1]]));
+      linkPaths[i].classList.toggle("filtered", !ok);
+      if (ok) { shownNodes[pair[0]] = shownNodes[pair[1]] = true; }
+    });
+    Object.keys(circles).forEach(function (n) { circles[n].classList.toggle("filtered", !shownNodes[n]); });
+    var count = document.getElementById("filter-count");
+    if (count) {
+      count.textContent = Object.keys(shownNodes).filter(function (n) { return nodes[n]; }).length + " of " +
+        Object.keys(nodes).length + " nodes, " + document.querySelectorAll("path.edge:not(.filtered)").length + " of " +
+        edges.length + " edges shown";
+    }
+  }
+
+  function filterBar() {
+    var bar = el("div", { class: "filters" });
+    bar.appendChild(el("span", {}, "show edges with |weight| ≥"));
+    var slider = el("input", { id: "edge-min", type: "range", min: 0, max: 1, step: 0.05, value: 0,
+      title: "fraction of the largest |weight| of the edge's kind" });
+    var shownValue = el("span", { id: "edge-min-value" }, "0");
+    slider.addEventListener("input", function () {
+      filters.edgeMin = Number(slider.value); shownValue.textContent = slider.value + " of its kind's max"; applyFilters();
+    });
+    bar.appendChild(slider);
+    bar.appendChild(shownValue);
+    var sites = el("select", { id: "site-filter", title: "show one node site and its neighbours" });
+    sites.appendChild(el("option", { value: "" }, "all sites"));
+    var seen = {};
+    Object.keys(nodes).forEach(function (n) { seen[siteOf(n)] = true; });
+    Object.keys(seen).forEach(function (site) { sites.appendChild(el("option", { value: site }, site)); });
+    sites.addEventListener("change", function () { filters.site = sites.value; applyFilters(); });
+    bar.appendChild(sites);
+    var label = el("label", {});
+    var box = el("input", { id: "neighbourhood", type: "checkbox" });
+    box.addEventListener("change", function () { filters.neighbourhood = box.checked; applyFilters(); });
+    label.appendChild(box);
+    label.appendChild(document.createTextNode(" only the pinned node's neighbourhood"));
+    bar.appendChild(label);
+    bar.appendChild(el("span", { id: "filter-count", class: "more" }));
+    return bar;
+  }
+
   // ------------------------------------------------------------------ interaction
   function focus(name) {
     var svgRoot = document.querySelector("#graph svg");
@@ -358,6 +468,7 @@
   function pin(name) {
     if (pinned) circles[pinned].classList.remove("selected");
     pinned = name;
+    if (filters.neighbourhood) applyFilters();
     focus(name);
     if (name) {
       circles[name].classList.add("selected");
@@ -499,6 +610,7 @@
   // ------------------------------------------------------------------ page
   app.innerHTML = "";
   app.appendChild(header());
+  app.appendChild(filterBar());
   var main = el("div", { id: "main" });
   var graphBox = el("div", { id: "graph" });
   graphBox.appendChild(graph());
@@ -509,6 +621,7 @@
   main.appendChild(panel);
   app.appendChild(main);
   colourNodes();
+  applyFilters();
   document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") pin(null); });
   if (data.selected && nodes[data.selected]) {
     pin(data.selected);
