@@ -322,11 +322,12 @@ class Browser:
             self.events.append(message)
 
     def wait_for(self, method: str) -> dict:
+        """The first unconsumed ``method`` event (it is consumed, so a second navigation waits for its own)."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            for event in self.events:
+            for i, event in enumerate(self.events):
                 if event.get("method") == method:
-                    return event
+                    return self.events.pop(i)
             self.events.append(json.loads(self.ws.recv()))
         raise TimeoutError(f"no {method} within {self.timeout}s")
 
@@ -495,6 +496,17 @@ def test_viewer_filters_edges_by_weight_sites_and_neighbourhood(setup, tmp_path)
         browser.send("Page.navigate", url=page.resolve().as_uri())
         browser.wait_for("Page.loadEventFired")
         assert browser.js(visible_edges) == len(edges) and len(browser.js(visible_nodes)) == len(nodes)
+        marked = "[...document.querySelectorAll('.node.isolated')].map(e => e.dataset.node).sort()"
+        assert browser.js(marked) == sorted(n for n, v in nodes.items() if not v["in"] and not v["out"] and not v["links"])
+        lonely = json.loads(json.dumps(data))  # the same page with one node's edges and links taken away
+        name = next(iter(lonely["nodes"]))
+        lonely["nodes"][name].update({"in": [], "out": [], "links": []})
+        (tmp_path / "lonely.html").write_text(render_html(lonely), encoding="utf-8")
+        browser.send("Page.navigate", url=(tmp_path / "lonely.html").resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
+        assert name in browser.js(marked)
+        browser.send("Page.navigate", url=page.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired")
 
         def set_control(selector, prop, value, event):
             browser.js(f"(() => {{ const c = document.querySelector({json.dumps(selector)}); c.{prop} = {json.dumps(value)}; "

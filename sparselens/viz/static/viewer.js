@@ -217,6 +217,10 @@
       .forEach(function (p) { swatch("var(--" + p[0] + ")", p[1], "by-kind"); });
     [[1, "r = 1"], [0.75, "0.75"], [0.5, "0.5 (below: repurposed)"], [0, "≤ 0"], [null, "constant (r undefined)"]]
       .forEach(function (p) { swatch(corrColor(p[0]), p[1], "by-corr"); });
+    var hollow = el("span", {});
+    hollow.appendChild(el("span", { class: "swatch isolated-swatch" }));
+    hollow.appendChild(document.createTextNode("hollow: no edge in the circuit (constant in it)"));
+    legend.appendChild(hollow);
     [["pos", "positive weight"], ["neg", "negative weight"], ["qk", "q-k pairing (no weight)"],
       ["link", "residual link (identity, not an edge)"]].forEach(function (p) {
       var s = el("span");
@@ -363,8 +367,11 @@
     var nodeLayer = svg("g", { class: "nodes" });
     Object.keys(nodes).forEach(function (name) {
       var n = nodes[name];
-      var c = svg("circle", { class: "node " + n.kind, "data-node": name, cx: pos[name].x, cy: pos[name].y, r: R, tabindex: 0 });
-      c.appendChild(svg("title", {}, name + " (" + n.role + ")"));
+      // a kept node with no edge and no residual link in the circuit receives nothing there: it is constant in it
+      var isolated = !n["in"].length && !n.out.length && !n.links.length;
+      var c = svg("circle", { class: "node " + n.kind + (isolated ? " isolated" : ""), "data-node": name, cx: pos[name].x,
+        cy: pos[name].y, r: R, tabindex: 0 });
+      c.appendChild(svg("title", {}, name + " (" + n.role + ")" + (isolated ? ": no edge in the circuit, so constant in it" : "")));
       c.addEventListener("mouseenter", function () { focus(name); if (!pinned) showPanel(name); });
       c.addEventListener("mouseleave", function () { focus(pinned); });
       c.addEventListener("click", function (ev) { ev.stopPropagation(); pin(pinned === name ? null : name); });
