@@ -18,9 +18,24 @@ def write_text_atomic(path: Union[str, Path], text: str) -> Path:
 
 
 def save_figure_atomic(fig: Any, path: Union[str, Path], dpi: int = 100) -> Path:
-    """Save a matplotlib figure to ``path`` (the format from its suffix) through a temporary file."""
+    """Save a matplotlib figure to ``path`` through a temporary file.
+
+    The format comes from the suffix (``.png``, ``.svg``, ``.pdf``...); ``.html`` writes a
+    standalone page with the figure inlined as a PNG (opens from disk, no network).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".html", ".htm"):
+        import base64
+        import html
+        import io
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        title = html.escape(path.stem)
+        image = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return write_text_atomic(path, f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title></head>'
+                                       f'<body><img alt="{title}" src="data:image/png;base64,{image}"></body></html>\n')
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=dpi)
     tmp.replace(path)

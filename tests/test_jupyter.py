@@ -1,6 +1,7 @@
 """Jupyter conveniences: the HTML reprs of circuits, masks and models show their own numbers, and
 plots and viewer pages save as PNG through headless Chromium."""
 
+import io
 from html.parser import HTMLParser
 
 import numpy as np
@@ -119,3 +120,23 @@ def test_png_without_a_browser_says_how_to_get_one(monkeypatch, tmp_path):
     monkeypatch.delenv("SPARSELENS_CHROMIUM", raising=False)
     with pytest.raises(RuntimeError, match="apt-get install -y chromium"):
         screenshot.html_to_png(tmp_path / "x.html", tmp_path / "x.png")
+
+
+def test_matplotlib_results_save_as_png_and_as_a_standalone_page(tmp_path):
+    """The figures of bridge evaluations and steering (save_figure_atomic) save by suffix; .html inlines the PNG."""
+    import base64
+    import re
+
+    from matplotlib.figure import Figure
+
+    from sparselens.files import save_figure_atomic
+
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().plot([0, 1, 2], [2, 0, 1])
+    png = save_figure_atomic(fig, tmp_path / "plot.png")
+    page = save_figure_atomic(fig, tmp_path / "plot.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "http" not in page
+    inlined = base64.b64decode(re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page).group(1))
+    assert inlined[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imread(tmp_path / "plot.png").shape == imread(io.BytesIO(inlined)).shape
+    assert png.stat().st_size > 0 and not list(tmp_path.glob("*.tmp*"))

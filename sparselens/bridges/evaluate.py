@@ -105,7 +105,7 @@ class BridgeEvaluation:
         return "\n".join(lines)
 
     def plot(self, path: Optional[Union[str, Path]] = None) -> Any:
-        """A matplotlib figure: FVU per site (left), hybrid and baseline KLs per site (right); saved as PNG to ``path``."""
+        """A matplotlib figure: FVU per site (left), hybrid and baseline KLs per site (right); saved to ``path`` (.png, .svg, .html...)."""
         from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
         labels = [s.site.label for s in self.sites]

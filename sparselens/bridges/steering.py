@@ -227,7 +227,7 @@ class SteeringResult:
         return "\n".join(lines)
 
     def plot(self, path: Optional[Union[str, Path]] = None) -> Any:
-        """A matplotlib figure: P(target) against ``s`` (left), unrelated-position KL (right); saved as PNG to ``path``."""
+        """A matplotlib figure: P(target) against ``s`` (left), unrelated-position KL (right); saved to ``path`` (.png, .svg, .html...)."""
         from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
         s = self.strengths.tolist()
