@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def quote_type_channel(sparse, circuit, site, batch) -> tuple[int, list[int]]:
     """The circuit's residual channel at ``site`` that moves most between A and B at the read position."""
     channels = circuit_residual_channels(circuit, sparse, site)
+    if not channels:
+        raise SystemExit(f"the circuit reads no residual channel at or after {site.label}; steer at another --site")
     _, h = capture(sparse, batch.tokens, [site])
     h, n = h[site.hook_name][:, :, channels], batch.n_pairs
     rows = torch.arange(n)
