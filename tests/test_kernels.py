@@ -441,6 +441,36 @@ def test_abstopk_numba_deterministic_across_threads(use_numba):
     assert len(results) == 80 and all(bits_equal(r, want) for r in results)
 
 
+def test_numba_parallel_paths_match_the_serial_ones(use_numba, monkeypatch):
+    """The parallel kernels (used above PARALLEL_MIN_NUMEL entries) give the serial kernels' results:
+    forced here on small inputs, two threads."""
+    import sparselens.kernels.numba_common as numba_common
+
+    x = torch.randn(300, 256, generator=gen(130))
+    w = (1 + 0.3 * torch.randn(256, generator=gen(131)))
+    g = torch.randn(300, 256, generator=gen(132))
+
+    def run():
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = kernels.abstopk(xx, 64)
+        (dx_topk,) = torch.autograd.grad((y * g).sum(), [xx])
+        out, scale = kernels.rms_norm(xx, ww, 1e-5)
+        dx_norm, dw_norm = torch.autograd.grad((out * g).sum() + scale.sum(), [xx, ww])
+        return y, dx_topk, out, scale, dx_norm, dw_norm
+
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        serial = run()
+        monkeypatch.setattr(numba_common, "PARALLEL_MIN_NUMEL", 1)
+        parallel = run()
+    finally:
+        torch.set_num_threads(threads_before)
+    assert bits_equal(parallel[0], serial[0]) and bits_equal(parallel[1], serial[1])  # the same selection
+    for got, want in zip(parallel[2:], serial[2:]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("floor_dim", [0, 1])
 def test_weight_topk_numba_selects_like_reference_and_brute_force(use_numba, floor_dim):
     g = gen(97)

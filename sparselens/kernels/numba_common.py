@@ -24,8 +24,13 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # numba.config defines its settings at run time (from the environment), so its stubs lack them
     numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # takes effect unless numba already ran parallel code
 
-#: inputs with fewer entries run in the calling thread (see :func:`launch`)
-PARALLEL_MIN_NUMEL = 1 << 17
+#: inputs with fewer entries run in the calling thread (see :func:`launch`). Measured on the 2-core
+#: development CPU with torch at 2 threads (benchmarks/train_step.py, 2026-12-02): numba's parallel
+#: launch made the whole training step slower at every size it ran there (1.67x -> 1.83x against the
+#: baseline at batch 8 x 128 once serial, 1.61x -> 1.78x at 32 x 128; RMSNorm forward+backward on
+#: [4096, 1024] 9.4 ms parallel, 2.8 ms serial) and first pays off around 2^24 entries (AbsTopK
+#: forward+backward on [16384, 1024]: 57 ms parallel, 76 ms serial).
+PARALLEL_MIN_NUMEL = 1 << 23
 _LOCK = threading.Lock()
 
 
