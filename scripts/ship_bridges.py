@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from sparselens import HookedSparseTransformer, PruneConfig, prune
-from sparselens.bridges import Bridges, BridgeTrainConfig, capture, circuit_residual_channels, evaluate_bridges, steer
+from sparselens.bridges import Bridges, BridgeTrainConfig, circuit_residual_channels, evaluate_bridges, most_differing_channel, steer
 from sparselens.demo import DEMO_PRUNE
 from sparselens.files import write_text_atomic
 from sparselens.interventions import pretraining_means
@@ -30,18 +30,6 @@ from sparselens.tasks import get_task
 from sparselens.train import load_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def quote_type_channel(sparse, circuit, site, batch) -> tuple[int, list[int]]:
-    """The circuit's residual channel at ``site`` that moves most between A and B at the read position."""
-    channels = circuit_residual_channels(circuit, sparse, site)
-    if not channels:
-        raise SystemExit(f"the circuit reads no residual channel at or after {site.label}; steer at another --site")
-    _, h = capture(sparse, batch.tokens, [site])
-    h, n = h[site.hook_name][:, :, channels], batch.n_pairs
-    rows = torch.arange(n)
-    moved = (h[n + rows, batch.read_pos[n:]] - h[rows, batch.read_pos[:n]]).abs().mean(0)
-    return channels[int(moved.argmax())], channels
 
 
 def card(name: str, cfg: BridgeTrainConfig, config: Path, metrics: list[dict], evaluation, steering, circuit) -> str:
@@ -114,7 +102,8 @@ def main() -> None:
     circuit.save(out / "circuit.json")
     site = bridges.site(args.site)
     batch = task.batch(n=args.pairs, split="test", seed=0)
-    channel, channels = quote_type_channel(sparse, circuit, site, batch)
+    channel = most_differing_channel(circuit, sparse, site, batch)
+    channels = circuit_residual_channels(circuit, sparse, site)
     print(f"circuit: {circuit.n_nodes} nodes; residual channels at {site.label}: {channels}; steering channel {channel}")
     steering = steer(dense, sparse, bridges, site, channel, batch, reference_tokens=splits.val[:64])
     write_text_atomic(out / "steering.json", json.dumps(steering.to_dict(), indent=1))

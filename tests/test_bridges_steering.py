@@ -381,3 +381,25 @@ def test_hostile_inputs_are_refused_with_the_reason(models):
     other = randomize(HookedSparseTransformer(tiny_config(afrac=None, d_model=48, d_head=8, n_ctx=12, d_vocab=64)), seed=9)
     with pytest.raises(InputError, match="fingerprint"):
         steer(other, sparse, bridges, SITE, CHANNEL, batch, progress=False)
+
+
+@torch.no_grad()
+def test_most_differing_channel_is_the_argmax_of_the_read_position_difference():
+    """Against a hand computation: per channel the circuit reads, the mean |h_B - h_A| at the read positions."""
+    from sparselens.bridges import most_differing_channel
+    from sparselens.pretrained import SHIPPED_DIR
+    from sparselens.tasks import get_task
+
+    sparse = HookedSparseTransformer.from_pretrained("sparse-pygen-2l-128")
+    circuit = Circuit.load(SHIPPED_DIR / "bridges-pygen-2l-128" / "circuit.json")
+    batch = get_task("single_double_quote", tokenizer=sparse.tokenizer).batch(n=8, split="test", seed=3)
+    site = "L1.resid_pre"
+    resid = sparse.run_with_cache(batch.tokens, names_filter="blocks.1.hook_resid_pre")[1]["blocks.1.hook_resid_pre"]
+    n = batch.n_pairs
+    scores = {}
+    for c in circuit_residual_channels(circuit, sparse, site):
+        diffs = [abs(float(resid[n + i, batch.read_pos[n + i], c] - resid[i, batch.read_pos[i], c])) for i in range(n)]
+        scores[c] = sum(diffs) / n
+    assert most_differing_channel(circuit, sparse, site, batch) == max(scores, key=scores.get)
+    with pytest.raises(InputError, match="reads no residual channel"):
+        most_differing_channel(circuit, sparse, "L1.resid_mid", batch)

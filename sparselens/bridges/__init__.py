@@ -19,7 +19,7 @@ from sparselens.bridges.fit import fit_least_squares
 from sparselens.bridges.hybrid import add_hooks, capture, dense_from_site, replace_hooks, run_replaced, sparse_from_site
 from sparselens.bridges.losses import BridgeLosses, bridge_losses, mean_kl, nmse
 from sparselens.bridges.sites import BridgeSite, bridge_sites, check_pair, resolve_site
-from sparselens.bridges.steering import SteeringResult, circuit_residual_channels, residual_rms_ratio, steer
+from sparselens.bridges.steering import SteeringResult, circuit_residual_channels, most_differing_channel, residual_rms_ratio, steer
 from sparselens.bridges.train import BridgeTrainConfig, BridgeTrainer, train_bridges
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "evaluate_bridges",
     "fit_least_squares",
     "mean_kl",
+    "most_differing_channel",
     "nmse",
     "replace_hooks",
     "residual_rms_ratio",

@@ -70,8 +70,8 @@ def circuit_residual_channels(circuit: "Circuit", model: "HookedSparseTransforme
         Sorted residual dimensions, channels of the sparse residual ``[0, d_model)``.
 
     To pick the quote-type channel of a ``single_double_quote`` circuit, take the one among these
-    whose value at the read position differs most between the A and B prompts (docs/bridges.md,
-    "Steering").
+    whose value at the read position differs most between the A and B prompts:
+    :func:`most_differing_channel`.
     """
     mask = circuit.node_mask(model)
     registry = model.node_registry
@@ -95,6 +95,28 @@ def circuit_residual_channels(circuit: "Circuit", model: "HookedSparseTransforme
 
 
 @torch.no_grad()
+@torch.no_grad()
+def most_differing_channel(circuit: "Circuit", sparse: Any, site: SiteLike, batch: TaskBatch) -> int:
+    """The circuit's residual channel at ``site`` whose value at the read position differs most between A and B.
+
+    Among :func:`circuit_residual_channels` at the site, the one with the largest mean over pairs of
+    ``|h^s_B[read_B, c] - h^s_A[read_A, c]|``: for ``single_double_quote``, the quote-type channel.
+
+    Raises:
+        InputError: the circuit reads no residual channel at or after the site.
+    """
+    resolved = resolve_site(bridge_sites(sparse.cfg.n_layers), site)
+    channels = circuit_residual_channels(circuit, sparse, resolved)
+    if not channels:
+        raise InputError(f"the circuit reads no residual channel at or after {resolved.label}; choose another site")
+    batch = _check_pairs(batch, sparse.cfg.d_vocab)
+    h = capture(sparse, batch.tokens.to(model_device(sparse)), [resolved])[1][resolved.hook_name][:, :, channels]
+    n, rows = batch.n_pairs, torch.arange(batch.n_pairs)
+    read = batch.read_pos.to(h.device)
+    moved = (h[n + rows, read[n:]] - h[rows, read[:n]]).abs().mean(0)
+    return channels[int(moved.argmax())]
+
+
 def residual_rms_ratio(dense: Any, sparse: Any, site: SiteLike, tokens: Int[Tensor, "n_seq pos"], *, batch_size: int = 16) -> float:
     """``rms_dense / rms_sparse`` at ``site`` on reference ``tokens``: the factor that maps a sparse-space magnitude to the dense space.
 
@@ -429,4 +451,4 @@ def steer(
     )
 
 
-__all__ = ["SteeringResult", "circuit_residual_channels", "residual_rms_ratio", "steer"]
+__all__ = ["SteeringResult", "circuit_residual_channels", "most_differing_channel", "residual_rms_ratio", "steer"]
