@@ -54,6 +54,8 @@ class BridgeLosses:
         nmse_dec: [n_sites] ``NMSE(g_i(h^s_i), h^d_i)`` (sparse -> dense).
         kl_sparse: [n_sites] ``KL(y^d || sparse model run from site i on f_i(h^d_i))``.
         kl_dense: [n_sites] ``KL(y^d || dense model run from site i on g_i(h^s_i))``.
+        kl_pair: ``KL(y^d || y^s)``, the two unmodified models' disagreement: the baseline the hybrid
+            runs are judged against (reported, never trained on).
         lm: the sparse model's next-token cross-entropy, when it is trained too (else None).
     """
 
@@ -61,6 +63,7 @@ class BridgeLosses:
     nmse_dec: Float[Tensor, " n_sites"]
     kl_sparse: Float[Tensor, " n_sites"]
     kl_dense: Float[Tensor, " n_sites"]
+    kl_pair: Float[Tensor, ""]
     lm: Optional[Float[Tensor, ""]] = None
 
     @property
@@ -70,9 +73,10 @@ class BridgeLosses:
         return total if self.lm is None else total + self.lm
 
     def packed(self) -> Float[Tensor, " terms"]:
-        """All terms detached in one vector ``[nmse_enc, nmse_dec, kl_sparse, kl_dense, lm]`` (lm 0 if None)."""
+        """All terms detached in one vector ``[nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm]`` (lm 0 if None)."""
         lm = torch.zeros((), device=self.nmse_enc.device) if self.lm is None else self.lm.float()
-        return torch.cat([self.nmse_enc, self.nmse_dec, self.kl_sparse, self.kl_dense, lm.view(1)]).detach()
+        scalars = [self.kl_pair.float().view(1), lm.view(1)]
+        return torch.cat([self.nmse_enc, self.nmse_dec, self.kl_sparse, self.kl_dense, *scalars]).detach()
 
 
 def bridge_losses(
@@ -87,11 +91,11 @@ def bridge_losses(
     sites = bridges.sites
     with torch.no_grad():
         y_dense, h_dense = capture(dense, tokens, sites)
-    if lm_loss:
-        (_, lm), h_sparse = capture(sparse, tokens, sites, return_type="both")
-    else:
+    (y_sparse, lm), h_sparse = capture(sparse, tokens, sites, return_type="both")
+    with torch.no_grad():
+        kl_pair = mean_kl(y_dense, y_sparse)
+    if not lm_loss:
         lm = None
-        _, h_sparse = capture(sparse, tokens, sites, return_type=None)
     terms: list[list[Tensor]] = [[], [], [], []]
     for site in sites:
         h_d, h_s = h_dense[site.hook_name], h_sparse[site.hook_name]
@@ -101,7 +105,7 @@ def bridge_losses(
         terms[2].append(mean_kl(y_dense, run_replaced(sparse, tokens, site, encoded)))
         terms[3].append(mean_kl(y_dense, run_replaced(dense, tokens, site, decoded)))
     nmse_enc, nmse_dec, kl_sparse, kl_dense = (torch.stack(t) for t in terms)
-    return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, lm)
+    return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm)
 
 
 __all__ = ["BridgeLosses", "bridge_losses", "mean_kl", "nmse"]

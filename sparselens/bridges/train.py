@@ -63,9 +63,10 @@ METRICS_FILE = "metrics.jsonl"
 BRIDGES_DIR = "bridges"
 SPARSE_MODEL_DIR = "sparse_model"
 TRAIN_CONFIG_FILE = "train_config.yaml"
-#: the names of the loss terms in a metrics record, in :meth:`BridgeLosses.packed` order (then ``lm_loss``)
 #: how new bridges start (:attr:`BridgeTrainConfig.init`)
 INITS = ("random", "lstsq")
+#: the names of the per-site loss terms in a metrics record, in :meth:`BridgeLosses.packed` order
+#: (then ``kl_pair`` and ``lm_loss``)
 TERMS = ("nmse_enc", "nmse_dec", "kl_sparse_from_site", "kl_dense_from_site")
 #: settings that change what is written and when, not the weights: free to change on resume
 _CADENCE = ("dense", "sparse", "device", "out_dir", "progress", "log_every", "eval_every", "eval_batches", "checkpoint_every",
@@ -85,7 +86,9 @@ class BridgeTrainConfig:
             weight sparsity pattern is kept), instead of keeping it frozen.
         steps: optimizer steps.
         batch_size: sequences per step.
-        lr: peak learning rate.
+        lr: peak learning rate (of the bridges, and of the sparse model unless ``sparse_lr``).
+        sparse_lr: with ``train_sparse``, the sparse model's peak learning rate (default ``lr``): a
+            trained model usually wants a smaller step than new bridges; same schedule as ``lr``.
         warmup: fraction of the steps of linear warmup.
         encoder_afrac: the encoders' AbsTopK fraction: ``"sparse"`` (the sparse model's afrac), a
             fraction in (0, 1], or None (linear encoders).
@@ -111,6 +114,7 @@ class BridgeTrainConfig:
     steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
+    sparse_lr: Optional[float] = None
     warmup: float = 0.01
     encoder_afrac: Union[float, str, None] = SPARSE_AFRAC
     init: str = "random"
@@ -140,6 +144,11 @@ class BridgeTrainConfig:
             raise InputError(f"checkpoint_every must be an integer >= 0 (0: only at the end), got {self.checkpoint_every!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
             raise InputError(f"lr must be positive and finite, got {self.lr!r}")
+        if self.sparse_lr is not None:
+            if not (isinstance(self.sparse_lr, (int, float)) and 0 < self.sparse_lr < float("inf")):
+                raise InputError(f"sparse_lr must be positive and finite (or null: lr), got {self.sparse_lr!r}")
+            if not self.train_sparse:
+                raise InputError("sparse_lr is set but train_sparse is false: the sparse model is frozen; drop sparse_lr or set train_sparse: true")
         if not 0.0 <= self.warmup <= 1.0:
             raise InputError(f"warmup must be a fraction in [0, 1], got {self.warmup}")
         if not isinstance(self.train_sparse, bool):
@@ -237,13 +246,13 @@ class BridgeTrainer:
         self.bridges = bridges.to(self.device)
         self.sampler = BatchSampler(self.tokens.train, cfg.batch_size, cfg.seed)
         self.fingerprints = {"dense": model_fingerprint(dense), "sparse_start": model_fingerprint(sparse)}
-        params = list(self.bridges.parameters())
+        groups: list[dict[str, Any]] = [{"params": list(self.bridges.parameters()), "peak_lr": cfg.lr}]
         self._masks: dict[str, Tensor] = {}
         if cfg.train_sparse:
-            params += list(sparse.parameters())
+            groups.append({"params": list(sparse.parameters()), "peak_lr": cfg.lr if cfg.sparse_lr is None else cfg.sparse_lr})
             masks = {t.name: t.param != 0 for t in WeightSparsifier(sparse).targets}
             self._masks = {name: mask for name, mask in masks.items() if not bool(mask.all())}  # the matrices with zeros
-        self.optimizer = build_adam(params, cfg.lr, (0.9, 0.999), 1e-8)
+        self.optimizer = build_adam(groups, cfg.lr, (0.9, 0.999), 1e-8)
         self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
         self.step = 0
         self._window: list[Tensor] = []  # packed loss terms of the steps since the last train record
@@ -251,10 +260,10 @@ class BridgeTrainer:
         if resume:
             self.load(self.out_dir / CHECKPOINT_FILE if resume is True else Path(resume))
 
-    def lr_at(self, index: int) -> float:
-        """Learning rate of the step with 0-based index ``index``."""
+    def lr_at(self, index: int, peak: Optional[float] = None) -> float:
+        """Learning rate of the step with 0-based index ``index``, for peak ``peak`` (default ``cfg.lr``)."""
         c = self.cfg
-        return c.lr * warmup_factor(index, c.steps, c.warmup) * (1.0 - index / c.steps)
+        return (c.lr if peak is None else peak) * warmup_factor(index, c.steps, c.warmup) * (1.0 - index / c.steps)
 
     @contextlib.contextmanager
     def _frozen(self) -> Iterator[None]:
@@ -273,7 +282,7 @@ class BridgeTrainer:
         """One optimizer step (the frozen models' parameters take no gradient); returns the batch's loss
         terms (:meth:`BridgeLosses.packed`, no host sync)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step, group["peak_lr"])
         with self._frozen():
             losses = bridge_losses(self.dense, self.sparse, self.bridges, tokens, lm_loss=self.cfg.train_sparse)
             losses.total.backward()
@@ -335,9 +344,10 @@ class BridgeTrainer:
     def _record(self, prefix: str, terms: list[float]) -> dict[str, Any]:
         n = self.bridges.cfg.n_sites
         record: dict[str, Any] = {f"{prefix}{name}": terms[j * n : (j + 1) * n] for j, name in enumerate(TERMS)}
+        record[f"{prefix}kl_pair"] = terms[-2]  # the baseline, not part of the loss
         if self.cfg.train_sparse:
             record[f"{prefix}lm_loss"] = terms[-1]
-        record[f"{prefix}loss"] = sum(terms)  # the lm entry is 0 without train_sparse
+        record[f"{prefix}loss"] = sum(terms[:-2]) + terms[-1]  # the lm entry is 0 without train_sparse
         return record
 
     def _log_train(self, bar: Any) -> None:

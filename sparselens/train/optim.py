@@ -8,7 +8,7 @@ decay inside Adam) -> the sparsifier masks the weights -> :func:`decay_` multipl
 from __future__ import annotations
 
 import math
-from typing import Iterable, cast
+from typing import Any, Iterable, Union, cast
 
 import torch
 from jaxtyping import Float
@@ -38,15 +38,21 @@ def normalize_grad_rms_(params: Iterable[nn.Parameter]) -> Float[Tensor, ""]:
     return rms
 
 
-def build_adam(params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Adam:
+def build_adam(
+    params: Union[Iterable[nn.Parameter], list[dict[str, Any]]], lr: float, betas: tuple[float, float], eps: float
+) -> torch.optim.Adam:
     """Adam without built-in weight decay (decay is applied separately, after masking).
 
-    Uses torch's fused implementation (one kernel for all parameters; its step counters stay on
-    the parameters' device) when every parameter is a float tensor on the CPU or a GPU.
+    ``params`` are parameters or torch parameter groups (dicts with ``"params"``). Uses torch's fused
+    implementation (one kernel for all parameters; its step counters stay on the parameters'
+    device) when every parameter is a float tensor on the CPU or a GPU.
     """
-    params = list(params)
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=0.0, fused=fused)
+    entries: list[Any] = list(params)
+    flat: list[Tensor] = []
+    for entry in entries:
+        flat.extend(entry["params"] if isinstance(entry, dict) else [entry])
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in flat)
+    return torch.optim.Adam(entries, lr=lr, betas=betas, eps=eps, weight_decay=0.0, fused=fused)
 
 
 def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
