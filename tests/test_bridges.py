@@ -177,7 +177,8 @@ def test_loss_terms_match_a_hand_computation():
                           (losses.kl_sparse[i], kl_sparse), (losses.kl_dense[i], kl_dense)):
             assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-7), site
         hand_total += float(nmse_enc + nmse_dec + kl_sparse + kl_dense)
-    assert losses.lm is None and float(losses.total) == pytest.approx(hand_total, rel=1e-5)
+    assert losses.lm is None and float(losses.total) == pytest.approx(hand_total, rel=1e-5)  # kl_pair not in it
+    assert float(losses.kl_pair) == pytest.approx(float(by_hand_kl(y_dense, sparse(tokens))), rel=1e-5)
     with_lm = bridge_losses(dense, sparse, bridges, tokens, lm_loss=True)
     assert float(with_lm.lm) == pytest.approx(float(sparse(tokens, return_type="loss")), rel=1e-6)
 
@@ -334,6 +335,24 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
     assert states_equal(split_sparse.state_dict(), whole_sparse.state_dict())
     assert records(tmp_path / "split") == records(tmp_path / "whole")
     assert (tmp_path / "split" / CHECKPOINT_FILE).is_file() and not list((tmp_path / "split").glob("*.tmp*"))
+
+
+def test_sparse_lr_steps_the_sparse_model_at_its_own_rate_on_the_bridges_schedule(tmp_path):
+    dense, sparse = pair()
+    cfg = BridgeTrainConfig(train_sparse=True, sparse_lr=1e-4, steps=10, batch_size=4, lr=1e-2, warmup=0.2,
+                            out_dir=str(tmp_path / "run"), progress=False, eval_every=1000, checkpoint_every=0)
+    trainer = BridgeTrainer(cfg, dense, sparse, splits())
+    bridge_group, sparse_group = trainer.optimizer.param_groups
+    assert {id(p) for p in sparse_group["params"]} == {id(p) for p in sparse.parameters()}
+    for step in range(4):
+        trainer.train_step(small_tokens(4, seed=step))
+        # step index s has warmup min(1, (s + 1) / 2) and decay 1 - s / 10, at each group's own peak
+        factor = min(1.0, (step + 1) / 2) * (1 - step / 10)
+        assert bridge_group["lr"] == pytest.approx(1e-2 * factor) and sparse_group["lr"] == pytest.approx(1e-4 * factor)
+    with pytest.raises(InputError, match="sparse_lr is set but train_sparse is false"):
+        BridgeTrainConfig(sparse_lr=1e-4)
+    with pytest.raises(InputError, match="sparse_lr must be positive"):
+        BridgeTrainConfig(train_sparse=True, sparse_lr=0.0)
 
 
 def test_training_configs_reject_bad_settings(tmp_path):
