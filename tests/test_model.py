@@ -212,3 +212,93 @@ def test_hooks_added_after_compile_are_refused(tiny_model, tokens):
     tiny_model.add_hook("blocks.0.hook_resid_pre", lambda x, hook: x * 2)
     with pytest.raises(RuntimeError, match="after model.compile"):
         tiny_model(tokens)
+
+
+# ---------------------------------------------------------------- fused attention (the trainer's fast path)
+
+
+def _logits_and_grads(model, tokens):
+    model.zero_grad(set_to_none=True)
+    logits = model(tokens)
+    (logits.float() ** 2).mean().backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_fused_attention_equals_the_explicit_computation_and_the_reference_to_rounding(tokens):
+    model = randomize(HookedSparseTransformer(tiny_config()))
+    explicit, explicit_grads = _logits_and_grads(model, tokens)
+    with model.fused_attention():
+        assert all(block.attn.fused for block in model.blocks)
+        fused, fused_grads = _logits_and_grads(model, tokens)
+    assert not any(block.attn.fused for block in model.blocks)  # off again after the block
+    assert not torch.equal(fused, explicit)  # a different kernel really ran
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    beeg, sd = ref.export_to_released(model)
+    torch.testing.assert_close(fused, ref.forward(sd, beeg, tokens, eps=model.cfg.eps), rtol=1e-4, atol=1e-4)
+    assert fused_grads.keys() == explicit_grads.keys()
+    for name in explicit_grads:
+        torch.testing.assert_close(fused_grads[name], explicit_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["hook_pattern", "hook_attn_scores"])
+def test_a_hook_on_the_pattern_or_scores_brings_the_explicit_computation_back(tokens, kind):
+    model = randomize(HookedSparseTransformer(tiny_config()))
+    seen = []
+    halve = lambda act, hook: seen.append(hook.name) or act * 0.5  # noqa: E731
+    hooks = [(f"blocks.{layer}.attn.{kind}", halve) for layer in range(model.cfg.n_layers)]
+    want = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    with model.fused_attention():
+        got = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        _, cache = model.run_with_cache(tokens)
+    assert torch.equal(got, want) and len(seen) == 2 * model.cfg.n_layers  # every edit honoured, bit for bit
+    assert torch.equal(cache["pattern", 0], model.run_with_cache(tokens)[1]["pattern", 0])
+    grads = []
+    with model.fused_attention():  # a backward hook alone also needs the pattern
+        model.add_hook("blocks.0.attn.hook_pattern", lambda grad, hook: grads.append(grad.shape), dir="bwd")
+        model(tokens).sum().backward()
+        model.reset_hooks()
+    assert grads == [torch.Size([tokens.shape[0], model.cfg.n_heads, tokens.shape[1], tokens.shape[1]])]
+
+
+def test_fused_attention_leaves_sink_models_and_exceptions_alone(tokens):
+    model = randomize(HookedSparseTransformer(tiny_config(attn_sink=True)))
+    plain = model(tokens)
+    with model.fused_attention():
+        assert torch.equal(model(tokens), plain)  # a sink joins the softmax: the explicit path, exactly
+    with pytest.raises(RuntimeError, match="boom"), model.fused_attention():
+        raise RuntimeError("boom")
+    assert not any(block.attn.fused for block in model.blocks)
+
+
+# ---------------------------------------------------------------- the loss
+
+
+def test_next_token_loss_and_its_gradient_match_torch_cross_entropy():
+    from sparselens.model.cross_entropy import cross_entropy_per_row
+
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(40, 50, generator=gen, dtype=torch.float64)).requires_grad_()
+    targets = torch.randint(0, 50, (40,), generator=gen)
+    targets[::7] = -100  # ignored rows: no loss, no gradient
+    weights = torch.randn(40, generator=gen, dtype=torch.float64)
+    got = cross_entropy_per_row(logits, targets)
+    (got * weights).sum().backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    want = F.cross_entropy(logits, targets, reduction="none")
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want.float())
+    torch.testing.assert_close(ours.float(), logits.grad.float())  # computed in fp32, cast back to the input dtype
+    assert not ours[targets == -100].any()
+    half = logits.detach().bfloat16().requires_grad_()
+    cross_entropy_per_row(half, targets).sum().backward()
+    assert half.grad.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="targets"):
+        cross_entropy_per_row(logits, targets[:-1])
+
+
+def test_model_loss_is_the_mean_cross_entropy_of_each_next_token(tokens):
+    model = randomize(HookedSparseTransformer(tiny_config()))
+    logits, loss = model(tokens, return_type="both")
+    want = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, want)

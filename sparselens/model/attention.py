@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
@@ -23,11 +24,19 @@ class Attention(nn.Module):
     that share [batch head_index query_pos]. A hook that changes the share at ``hook_sink``
     rescales the real keys' attention to fill the rest (in the model's proportions).
 
+    With ``fused`` on (:meth:`HookedSparseTransformer.fused_attention`, which the trainer uses), no
+    sink, and no hook (forward or backward) at ``hook_attn_scores`` or ``hook_pattern``, the scores
+    and pattern are never materialised: torch's fused causal ``scaled_dot_product_attention``
+    computes ``z``, the same product to rounding (not bit for bit, hence off by default: a hooked
+    and an unhooked run then agree exactly). A hook there (``run_with_cache`` adds them) brings
+    the explicit computation back.
+
     Weights are stored in ``F.linear`` layout (``q_proj.weight`` is [n_heads*d_head, d_model]);
     ``W_Q``, ``W_K``, ``W_V``, ``W_O`` and biases are TransformerLens-shaped views.
     """
 
     causal_mask: Tensor  # buffer [n_ctx, n_ctx], True on and below the diagonal
+    fused: bool = False  # use the fused kernel where nothing needs the pattern (see the class docstring)
 
     def __init__(self, cfg: SparseTransformerConfig):
         super().__init__()
@@ -62,6 +71,10 @@ class Attention(nn.Module):
         k = self.hook_k(self._heads(self.topk_k(self.k_proj(x))))
         v = self.hook_v(self._heads(self.topk_v(self.v_proj(x))))
 
+        if self.fused and self.sink_logit is None and not (self.hook_attn_scores.is_hooked or self.hook_pattern.is_hooked):
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+            z = self.hook_z(z.transpose(1, 2))
+            return self.o_proj(z.reshape(*z.shape[:2], self.cfg.d_qkv))
         scores = self.hook_attn_scores(self._causal_scores(q, k))
         if self.sink_logit is None:
             pattern = scores.softmax(dim=-1)

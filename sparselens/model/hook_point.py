@@ -20,6 +20,11 @@ class CheckedHookPoint(HookPoint):
         """Whether any forward hook is attached (a caller that must honour edits then takes the slow path)."""
         return bool(self._forward_hooks)
 
+    @property
+    def is_hooked(self) -> bool:
+        """Whether any forward or backward hook is attached: the activation must then exist as a tensor."""
+        return bool(self._forward_hooks or self._backward_hooks)
+
     def add_hook(self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", *args: Any, **kwargs: Any):
         if dir == "fwd":
             hook = _shape_checked(hook)

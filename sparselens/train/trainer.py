@@ -157,7 +157,7 @@ class Trainer:
         lr, l0 = self.lr_at(index), self.l0_at(index)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with self._autocast():
+        with self._autocast(), self.model.fused_attention():
             loss = self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
         loss.backward()
         normalize_grad_rms_(self._params)
