@@ -20,6 +20,7 @@ from transformer_lens import HookedRootModule
 
 from sparselens.config import SparseTransformerConfig
 from sparselens.errors import UnknownNameError
+from sparselens.model.attention import Attention
 from sparselens.model.block import TransformerBlock
 from sparselens.model.cache import SparseActivationCache
 from sparselens.model.cross_entropy import IGNORE_INDEX, cross_entropy_per_row
@@ -194,14 +195,15 @@ class HookedSparseTransformer(HookedRootModule):
         the explicit computation to rounding, not bit for bit, so it is off outside this block.
         The trainer runs its steps in it.
         """
-        saved = [block.attn.fused for block in self.blocks]
-        for block in self.blocks:
-            block.attn.fused = True
+        attentions = [m for m in self.modules() if isinstance(m, Attention)]
+        saved = [attn.fused for attn in attentions]
+        for attn in attentions:
+            attn.fused = True
         try:
             yield
         finally:
-            for block, flag in zip(self.blocks, saved):
-                block.attn.fused = flag
+            for attn, flag in zip(attentions, saved):
+                attn.fused = flag
 
     # ------------------------------------------------------------------ hooks and caching
     def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
