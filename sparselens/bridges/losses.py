@@ -15,16 +15,18 @@ without gradient.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 
 from sparselens.bridges.bridges import Bridges
 from sparselens.bridges.hybrid import capture, run_replaced
 from sparselens.divergence import kl
+from sparselens.errors import InputError
 
 
 def nmse(pred: Float[Tensor, "batch pos d"], target: Float[Tensor, "batch pos d"]) -> Float[Tensor, ""]:
@@ -52,11 +54,14 @@ class BridgeLosses:
     Attributes:
         nmse_enc: [n_sites] ``NMSE(f_i(h^d_i), h^s_i)`` (dense -> sparse).
         nmse_dec: [n_sites] ``NMSE(g_i(h^s_i), h^d_i)`` (sparse -> dense).
-        kl_sparse: [n_sites] ``KL(y^d || sparse model run from site i on f_i(h^d_i))``.
-        kl_dense: [n_sites] ``KL(y^d || dense model run from site i on g_i(h^s_i))``.
+        kl_sparse: [n_kl] ``KL(y^d || sparse model run from site i on f_i(h^d_i))`` for each site
+            ``i`` of ``kl_sites`` (every site unless the KL terms were sampled).
+        kl_dense: [n_kl] ``KL(y^d || dense model run from site i on g_i(h^s_i))``, likewise.
         kl_pair: ``KL(y^d || y^s)``, the two unmodified models' disagreement: the baseline the hybrid
             runs are judged against (reported, never trained on).
         lm: the sparse model's next-token cross-entropy, when it is trained too (else None).
+        kl_sites: the site indices of the KL entries.
+        n_sites: how many sites the bridges have.
     """
 
     nmse_enc: Float[Tensor, " n_sites"]
@@ -65,12 +70,19 @@ class BridgeLosses:
     kl_dense: Float[Tensor, " n_sites"]
     kl_pair: Float[Tensor, ""]
     lm: Optional[Float[Tensor, ""]] = None
+    kl_sites: tuple[int, ...] = ()
+    n_sites: int = 0
+
+    @property
+    def bridge_total(self) -> Float[Tensor, ""]:
+        """The bridge terms summed over sites; sampled KL terms scaled by ``n_sites / n_kl`` (an unbiased sum)."""
+        kl_scale = self.n_sites / len(self.kl_sites)
+        return self.nmse_enc.sum() + self.nmse_dec.sum() + kl_scale * (self.kl_sparse.sum() + self.kl_dense.sum())
 
     @property
     def total(self) -> Float[Tensor, ""]:
-        """The loss to minimise: every term summed over sites (plus ``lm``)."""
-        total = self.nmse_enc.sum() + self.nmse_dec.sum() + self.kl_sparse.sum() + self.kl_dense.sum()
-        return total if self.lm is None else total + self.lm
+        """The loss to minimise: :attr:`bridge_total` (plus ``lm``)."""
+        return self.bridge_total if self.lm is None else self.bridge_total + self.lm
 
     def packed(self) -> Float[Tensor, " terms"]:
         """All terms detached in one vector ``[nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm]`` (lm 0 if None)."""
@@ -79,10 +91,28 @@ class BridgeLosses:
         return torch.cat([self.nmse_enc, self.nmse_dec, self.kl_sparse, self.kl_dense, *scalars]).detach()
 
 
+@contextlib.contextmanager
+def frozen_parameters(params: Iterable[nn.Parameter]) -> Iterator[None]:
+    """Within the block the parameters take no gradient; their ``requires_grad`` flags are restored after."""
+    params = list(params)
+    saved = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, saved):
+            p.requires_grad_(flag)
+
+
 def bridge_losses(
-    dense: Any, sparse: Any, bridges: Bridges, tokens: Int[Tensor, "batch pos"], *, lm_loss: bool = False
+    dense: Any, sparse: Any, bridges: Bridges, tokens: Int[Tensor, "batch pos"], *, lm_loss: bool = False,
+    kl_sites: Optional[Sequence[int]] = None,
 ) -> BridgeLosses:
     """Every term of the bridge loss on ``tokens``: 2 plain and ``2 * n_sites`` hybrid forwards.
+
+    ``kl_sites`` (site indices) limits the KL terms, the hybrid forwards, to those sites; the NMSE
+    terms, which need no extra forward, are always computed at every site.
 
     Gradients reach whatever requires grad: the bridges, and either model's parameters unless they
     are frozen (:class:`~sparselens.bridges.BridgeTrainer` freezes the dense model for each step, and
@@ -96,16 +126,20 @@ def bridge_losses(
         kl_pair = mean_kl(y_dense, y_sparse)
     if not lm_loss:
         lm = None
+    chosen = tuple(range(len(sites))) if kl_sites is None else tuple(sorted(set(kl_sites)))
+    if not chosen or any(not 0 <= i < len(sites) for i in chosen):
+        raise InputError(f"kl_sites must be site indices in [0, {len(sites)}), at least one; got {list(chosen)}")
     terms: list[list[Tensor]] = [[], [], [], []]
-    for site in sites:
+    for i, site in enumerate(sites):
         h_d, h_s = h_dense[site.hook_name], h_sparse[site.hook_name]
         encoded, decoded = bridges.encode(site, h_d), bridges.decode(site, h_s)
         terms[0].append(nmse(encoded, h_s))
         terms[1].append(nmse(decoded, h_d))
-        terms[2].append(mean_kl(y_dense, run_replaced(sparse, tokens, site, encoded)))
-        terms[3].append(mean_kl(y_dense, run_replaced(dense, tokens, site, decoded)))
+        if i in chosen:
+            terms[2].append(mean_kl(y_dense, run_replaced(sparse, tokens, site, encoded)))
+            terms[3].append(mean_kl(y_dense, run_replaced(dense, tokens, site, decoded)))
     nmse_enc, nmse_dec, kl_sparse, kl_dense = (torch.stack(t) for t in terms)
-    return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm)
+    return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm, chosen, len(sites))
 
 
-__all__ = ["BridgeLosses", "bridge_losses", "mean_kl", "nmse"]
+__all__ = ["BridgeLosses", "bridge_losses", "frozen_parameters", "mean_kl", "nmse"]

@@ -31,7 +31,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 import yaml
@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from sparselens.bridges.bridges import SPARSE_AFRAC, Bridges, check_encoder_afrac, encoder_k, model_device
 from sparselens.bridges.fit import fit_least_squares
-from sparselens.bridges.losses import bridge_losses
+from sparselens.bridges.losses import bridge_losses, frozen_parameters
 from sparselens.bridges.sites import check_pair
 from sparselens.errors import CheckpointError, InputError, closest_hint
 from sparselens.model.checkpoint import load_state_dict_checked
@@ -200,6 +200,16 @@ def as_token_splits(tokens: Union[TokenSplits, Tensor, DataConfig, str], cfg: Br
         raise InputError(str(err)) from None
 
 
+def loss_record(prefix: str, terms: list[float], n_sites: int, with_lm: bool) -> dict[str, Any]:
+    """A metrics record of :meth:`BridgeLosses.packed` terms (every site's KL), each term under ``prefix + name``."""
+    record: dict[str, Any] = {f"{prefix}{name}": terms[j * n_sites : (j + 1) * n_sites] for j, name in enumerate(TERMS)}
+    record[f"{prefix}kl_pair"] = terms[-2]  # the baseline, not part of the loss
+    if with_lm:
+        record[f"{prefix}lm_loss"] = terms[-1]
+    record[f"{prefix}loss"] = sum(terms[:-2]) + terms[-1]  # the lm entry is 0 without the lm loss
+    return record
+
+
 class BridgeTrainer:
     """Trains :class:`Bridges` between ``dense`` (frozen) and ``sparse`` (frozen unless ``cfg.train_sparse``).
 
@@ -265,18 +275,9 @@ class BridgeTrainer:
         c = self.cfg
         return (c.lr if peak is None else peak) * warmup_factor(index, c.steps, c.warmup) * (1.0 - index / c.steps)
 
-    @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
+    def _frozen(self) -> contextlib.AbstractContextManager[None]:
         """The dense model (and the sparse one unless it trains) without grad, restored afterwards."""
-        frozen = list(self.dense.parameters()) + ([] if self.cfg.train_sparse else list(self.sparse.parameters()))
-        saved = [p.requires_grad for p in frozen]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, flag in zip(frozen, saved):
-                p.requires_grad_(flag)
+        return frozen_parameters([*self.dense.parameters(), *([] if self.cfg.train_sparse else self.sparse.parameters())])
 
     def train_step(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " terms"]:
         """One optimizer step (the frozen models' parameters take no gradient); returns the batch's loss
@@ -342,13 +343,7 @@ class BridgeTrainer:
         return self.sampler.batch(index).to(self.device)
 
     def _record(self, prefix: str, terms: list[float]) -> dict[str, Any]:
-        n = self.bridges.cfg.n_sites
-        record: dict[str, Any] = {f"{prefix}{name}": terms[j * n : (j + 1) * n] for j, name in enumerate(TERMS)}
-        record[f"{prefix}kl_pair"] = terms[-2]  # the baseline, not part of the loss
-        if self.cfg.train_sparse:
-            record[f"{prefix}lm_loss"] = terms[-1]
-        record[f"{prefix}loss"] = sum(terms[:-2]) + terms[-1]  # the lm entry is 0 without train_sparse
-        return record
+        return loss_record(prefix, terms, self.bridges.cfg.n_sites, self.cfg.train_sparse)
 
     def _log_train(self, bar: Any) -> None:
         if not self._window:
@@ -475,4 +470,4 @@ def train_bridges(
     return trainer.train(stop_at=stop_at)
 
 
-__all__ = ["BridgeTrainConfig", "BridgeTrainer", "as_token_splits", "train_bridges"]
+__all__ = ["BridgeTrainConfig", "BridgeTrainer", "as_token_splits", "loss_record", "train_bridges"]

@@ -78,6 +78,39 @@ class DataConfig:
 
 
 @dataclass
+class BridgeLossConfig:
+    """Bridges trained with the model next to a frozen dense one (METHOD.md section 5, the paper's setup).
+
+    The bridge loss (:func:`~sparselens.bridges.bridge_losses`) joins the next-token loss for the
+    whole run, L0 anneal included; the bridges train with the model's optimizer and are saved
+    beside it (``<out_dir>/bridges``).
+
+    Args:
+        dense: the frozen dense model: a registered name or a saved directory (same number of
+            layers and vocabulary as ``model``).
+        encoder_afrac: the encoders' AbsTopK fraction: ``"sparse"`` (the model's afrac), a
+            fraction in (0, 1], or None (linear encoders).
+        weight: multiplies the bridge terms (the next-token loss has weight 1).
+        kl_sites_per_step: the hybrid-run KL terms of this many sites, drawn anew each step and
+            scaled up to an unbiased sum over all sites (each costs two forwards); None: every site.
+    """
+
+    dense: str = ""
+    encoder_afrac: Union[float, str, None] = "sparse"
+    weight: float = 1.0
+    kl_sites_per_step: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dense, str) or not self.dense:
+            raise ValueError("bridge.dense must name the frozen dense model (a registered name or a saved directory)")
+        if not (isinstance(self.weight, (int, float)) and 0 < self.weight < float("inf")):
+            raise ValueError(f"bridge.weight must be positive and finite, got {self.weight!r}")
+        k = self.kl_sites_per_step
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ValueError(f"bridge.kl_sites_per_step must be a positive integer or null (every site), got {k!r}")
+
+
+@dataclass
 class TrainConfig:
     """A training run: the model's architecture, the data, and METHOD.md section 2's recipe.
 
@@ -108,6 +141,7 @@ class TrainConfig:
         plot: redraw ``curves.png`` with every checkpoint.
         progress: show a tqdm progress bar.
         tracking: TensorBoard and W&B besides ``metrics.jsonl`` (:class:`~sparselens.train.tracking.TrackingConfig`).
+        bridge: train bridges to a frozen dense model with the model (:class:`BridgeLossConfig`; None: no bridges).
     """
 
     model: SparseTransformerConfig
@@ -136,8 +170,11 @@ class TrainConfig:
     plot: bool = True
     progress: bool = True
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    bridge: Optional[BridgeLossConfig] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.bridge, dict):
+            self.bridge = build_dataclass(BridgeLossConfig, self.bridge, "bridge")
         if isinstance(self.model, dict):
             self.model = SparseTransformerConfig.from_dict(self.model)
         if isinstance(self.data, dict):
@@ -184,6 +221,7 @@ class TrainConfig:
         out["model"].pop("device", None)
         out["data"] = dataclasses.asdict(self.data)
         out["tracking"] = dataclasses.asdict(self.tracking)
+        out["bridge"] = None if self.bridge is None else dataclasses.asdict(self.bridge)
         return out
 
     @classmethod

@@ -9,6 +9,10 @@ One optimizer step (:meth:`Trainer.train_step`), with ``i`` the 0-based step ind
 4. prune every sparsified matrix to the L0 fraction ``l0(i)`` (per-matrix top-|w| with the floor);
 5. decoupled weight decay ``p *= 1 - lr(i) * weight_decay`` on the matrices.
 
+With ``cfg.bridge`` the loss of step 1 also has the bridge terms to a frozen dense model
+(:func:`~sparselens.bridges.bridge_losses`, times ``bridge.weight``), and the bridges train with
+the model through steps 2-3 (they are neither pruned nor decayed): METHOD.md section 5's setup.
+
 The step path makes no host synchronisation: schedules are Python numbers, losses stay on the
 device until a train record every ``log_every`` steps stacks them and syncs once (that is also
 where a non-finite loss is noticed). Step counts in records and messages are 1-based: "step s"
@@ -22,6 +26,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -38,9 +43,10 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from sparselens.errors import CheckpointError
+from sparselens.errors import CheckpointError, InputError
 from sparselens.interventions.means import TRAIN_CONFIG_FILE
 from sparselens.model.checkpoint import load_state_dict_checked
+from sparselens.model.fingerprint import model_fingerprint
 from sparselens.model.hooked_sparse_transformer import HookedSparseTransformer
 from sparselens.train import distributed
 from sparselens.train.batches import BatchSampler, TokenSplits, load_tokens
@@ -85,14 +91,19 @@ class Trainer:
         cfg: the run.
         tokens: token splits to train on; default: load ``cfg.data``.
         resume: ``True`` to continue from ``<out_dir>/checkpoint.pt``, or a checkpoint path.
+        dense: with ``cfg.bridge``, the frozen dense model (default: load ``cfg.bridge.dense``).
 
     Attributes:
         model: the model being trained (unwrapped, also under DDP).
         step: optimizer steps completed.
         sparsifier: the :class:`WeightSparsifier` (its ``targets`` list the pruned parameters).
+        bridges: with ``cfg.bridge``, the :class:`~sparselens.bridges.Bridges` being trained (else None).
     """
 
-    def __init__(self, cfg: TrainConfig, tokens: Optional[TokenSplits] = None, resume: Union[bool, str, Path] = False):
+    def __init__(
+        self, cfg: TrainConfig, tokens: Optional[TokenSplits] = None, resume: Union[bool, str, Path] = False, *,
+        dense: Any = None,
+    ):
         self.cfg = cfg
         self.rank, self.world_size = distributed.world()
         self.is_main = self.rank == 0
@@ -109,6 +120,12 @@ class Trainer:
         self.sampler = BatchSampler(tokens.train, cfg.batch_size, cfg.seed, self.rank, self.world_size)
         self.sparsifier = WeightSparsifier(self.model, floor=cfg.floor, sparsify_biases=cfg.sparsify_biases)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.dense: Any = None
+        self.bridges: Any = None
+        if cfg.bridge is not None:
+            self.dense, self.bridges = self._build_bridges(dense)
+        if self.bridges is not None:
+            self._params += list(self.bridges.parameters())
         self._decayed = decayed_parameters(self.model)
         self.optimizer = build_adam(self._params, cfg.lr, (cfg.beta1, cfg.beta2), cfg.adam_eps)
         self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
@@ -126,6 +143,21 @@ class Trainer:
             self._forward_module: Any = DistributedDataParallel(self.model, device_ids=device_ids, **no_buffer_sync)
         else:
             self._forward_module = self.model
+
+    def _build_bridges(self, dense: Any) -> tuple[Any, Any]:
+        """The frozen dense model and new bridges between it and the model (``cfg.bridge``)."""
+        from sparselens.bridges import Bridges
+        from sparselens.bridges.sites import check_pair
+
+        spec = self.cfg.bridge
+        assert spec is not None
+        if self.world_size > 1:
+            raise InputError("training with bridges (bridge:) runs on one process; drop torchrun or the bridge: section")
+        if dense is None:
+            dense = HookedSparseTransformer.from_pretrained(spec.dense, device=str(self.device))
+        check_pair(dense, self.model)
+        bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
+        return dense, bridges.to(self.device)
 
     # ---------------------------------------------------------------- schedules
     def l0_at(self, index: int) -> float:
@@ -158,8 +190,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast(), self.model.fused_attention():
-            loss = self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
-        loss.backward()
+            if self.bridges is None:
+                loss = self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
+                total = loss
+            else:
+                loss, total = self._bridged_loss(tokens, index)
+        total.backward()
         normalize_grad_rms_(self._params)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -167,6 +203,22 @@ class Trainer:
         decay_(self._decayed, lr, self.cfg.weight_decay)
         self.step += 1
         return loss.detach()
+
+    def _bridged_loss(self, tokens: Int[Tensor, "batch pos"], index: int) -> tuple[Tensor, Tensor]:
+        """``(next-token loss, loss to minimise)`` of step ``index`` with the bridge terms (``cfg.bridge``)."""
+        from sparselens.bridges.losses import bridge_losses, frozen_parameters
+
+        spec, n_sites = self.cfg.bridge, self.bridges.cfg.n_sites
+        assert spec is not None
+        kl_sites = None
+        if spec.kl_sites_per_step is not None and spec.kl_sites_per_step < n_sites:  # a pure function of seed and step
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + index)
+            kl_sites = torch.randperm(n_sites, generator=gen)[: spec.kl_sites_per_step].tolist()
+        dense_attention = getattr(self.dense, "fused_attention", contextlib.nullcontext)
+        with frozen_parameters(self.dense.parameters()), dense_attention():
+            losses = bridge_losses(self.dense, self.model, self.bridges, tokens, lm_loss=True, kl_sites=kl_sites)
+        assert losses.lm is not None
+        return losses.lm, losses.lm + spec.weight * losses.bridge_total
 
     def _batch(self, index: int) -> Int[Tensor, "batch pos"]:
         tokens = self.sampler.batch(index)
@@ -219,7 +271,24 @@ class Trainer:
         if self.step == c.n_steps and self.is_main:
             self.model.save_pretrained(self.out_dir / MODEL_DIR)
             c.to_yaml(self.out_dir / MODEL_DIR / TRAIN_CONFIG_FILE)  # the model says what it was trained on
+            if self.bridges is not None:
+                self._save_bridges()
         return self.model
+
+    def _save_bridges(self) -> None:
+        """The bridges, bound to the trained model, in ``<out_dir>/bridges`` with a config that
+        ``sparselens bridges evaluate`` reads (the pair: the dense model and ``<out_dir>/model``)."""
+        from sparselens.bridges.train import BRIDGES_DIR, BridgeTrainConfig
+        from sparselens.bridges.train import TRAIN_CONFIG_FILE as BRIDGE_RUN_FILE
+
+        c, spec = self.cfg, self.cfg.bridge
+        assert spec is not None and self.bridges is not None
+        self.bridges.bind(self.dense, self.model)
+        folder = self.bridges.save_pretrained(self.out_dir / BRIDGES_DIR)
+        BridgeTrainConfig(
+            dense=spec.dense, sparse=str(self.out_dir / MODEL_DIR), data=c.data, steps=c.n_steps, batch_size=c.batch_size,
+            lr=c.lr, encoder_afrac=spec.encoder_afrac, seed=c.seed, out_dir=str(self.out_dir),
+        ).to_yaml(folder / BRIDGE_RUN_FILE)
 
     def _sync_losses(self) -> None:
         """Move pending losses to the host (one sync; averaged over ranks) and stop on a non-finite one."""
@@ -281,8 +350,20 @@ class Trainer:
             yield chunk.to(self.device)
 
     def evaluate(self) -> dict[str, Any]:
-        """Validation loss, dead neurons, kurtosis per layer and actual L0 per matrix (see metrics.py)."""
-        return validation_stats(self.model, self._val_batches(), self.sparsifier, self._autocast)
+        """Validation loss, dead neurons, kurtosis per layer and actual L0 per matrix (see metrics.py);
+        with bridges also every bridge term at every site and ``val_kl_pair`` (:func:`~sparselens.bridges.train.loss_record`)."""
+        stats = validation_stats(self.model, self._val_batches(), self.sparsifier, self._autocast)
+        if self.bridges is None:
+            return stats
+        from sparselens.bridges.losses import bridge_losses
+        from sparselens.bridges.train import loss_record
+
+        with torch.no_grad(), self._autocast():
+            packed = [bridge_losses(self.dense, self.model, self.bridges, batch).packed() for batch in self._val_batches()]
+        terms = torch.stack(packed).mean(dim=0).tolist()
+        record = loss_record("val_bridge_", terms, self.bridges.cfg.n_sites, with_lm=False)
+        record["val_kl_pair"] = record.pop("val_bridge_kl_pair")
+        return {**stats, **record}
 
     def _log_eval(self) -> None:
         if not self.is_main:
@@ -303,6 +384,8 @@ class Trainer:
             "step": self.step,
             "train_config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
+            "bridges": None if self.bridges is None else self.bridges.state_dict(),
+            "dense_fingerprint": None if self.dense is None else model_fingerprint(self.dense),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
             "data": {"position": self.step, "seed": self.cfg.seed},
@@ -336,8 +419,17 @@ class Trainer:
         )
         if changed:
             logger.warning("resuming %s with changed training settings %s: the run will not match an uninterrupted one", path, changed)
+        if (state.get("bridges") is None) != (self.bridges is None):
+            how = "without" if self.bridges is not None else "with"
+            raise CheckpointError(f"{path} was trained {how} bridges; resume with its config's bridge: setting")
+        if self.dense is not None and state["dense_fingerprint"] != model_fingerprint(self.dense):
+            raise CheckpointError(
+                f"{path} was trained next to another dense model (fingerprint {state['dense_fingerprint']}); resume with that model"
+            )
         try:
             load_state_dict_checked(self.model, state["model"], source=str(path))
+            if self.bridges is not None:
+                load_state_dict_checked(self.bridges, state["bridges"], source=str(path))
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, ValueError, RuntimeError) as err:
             if isinstance(err, CheckpointError):

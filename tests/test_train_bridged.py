@@ -1,0 +1,124 @@
+"""A weight-sparse model trained from scratch with bridges to a frozen dense model (TrainConfig.bridge)."""
+
+import copy
+import json
+
+import pytest
+import torch
+from conftest import randomize, tiny_config
+
+from sparselens import HookedSparseTransformer
+from sparselens.bridges import Bridges, bridge_losses
+from sparselens.bridges.train import BRIDGES_DIR
+from sparselens.errors import CheckpointError
+from sparselens.train import TokenSplits, TrainConfig, Trainer, synthetic_tokens
+from sparselens.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_DIR
+
+SMALL = dict(d_model=32, d_head=8, n_ctx=8, d_vocab=64)
+
+
+def dense_model(seed=1):
+    return randomize(HookedSparseTransformer(tiny_config(afrac=None, **SMALL)), seed=seed)
+
+
+def splits():
+    return TokenSplits(train=synthetic_tokens(32, 8, 64, 0), val=synthetic_tokens(8, 8, 64, 0, stream=1))
+
+
+def config(tmp_path, name="run", **bridge):
+    return TrainConfig(
+        model=tiny_config(**SMALL), n_steps=6, batch_size=4, lr=1e-2, l0_target=0.25, device="cpu", bf16=False,
+        out_dir=str(tmp_path / name), log_every=3, eval_every=3, eval_batches=1, checkpoint_every=2, plot=False,
+        progress=False, bridge={"dense": "tiny-dense", **bridge},
+    )
+
+
+def records(out_dir):
+    out = [json.loads(line) for line in (out_dir / METRICS_FILE).read_text().splitlines()]
+    for record in out:
+        record.pop("seconds_per_step", None)
+    return out
+
+
+def test_the_step_minimises_the_lm_loss_plus_the_weighted_bridge_terms_and_logs_the_lm_loss(tmp_path):
+    dense = dense_model()
+    trainer = Trainer(config(tmp_path, weight=0.5), splits(), dense=dense)
+    tokens = splits().train[:4]
+    lm, total = trainer._bridged_loss(tokens, 0)
+    terms = bridge_losses(dense, trainer.model, trainer.bridges, tokens, lm_loss=True)  # every site, unsampled
+    by_hand = terms.nmse_enc.sum() + terms.nmse_dec.sum() + terms.kl_sparse.sum() + terms.kl_dense.sum()
+    assert float(lm) == pytest.approx(float(trainer.model(tokens, return_type="loss")), rel=1e-6)
+    assert float(total) == pytest.approx(float(lm + 0.5 * by_hand), rel=1e-5)
+
+
+def test_sampled_kl_sites_are_scaled_to_an_unbiased_sum_and_drawn_from_the_step(tmp_path):
+    dense = dense_model()
+    trainer = Trainer(config(tmp_path, kl_sites_per_step=2), splits(), dense=dense)
+    tokens = splits().train[:4]
+    full = bridge_losses(dense, trainer.model, trainer.bridges, tokens, lm_loss=True)
+    n_sites = trainer.bridges.cfg.n_sites
+    seen = set()
+    for step in range(6):
+        gen = torch.Generator().manual_seed(step)  # the config's seed is 0
+        chosen = torch.randperm(n_sites, generator=gen)[:2].tolist()
+        seen.update(chosen)
+        kl = full.kl_sparse[chosen].sum() + full.kl_dense[chosen].sum()
+        want = full.lm + full.nmse_enc.sum() + full.nmse_dec.sum() + n_sites / 2 * kl
+        assert float(trainer._bridged_loss(tokens, step)[1]) == pytest.approx(float(want), rel=1e-5)
+    assert len(seen) > 2  # different steps draw different sites
+    mean_over_pairs = []  # the scaled estimate averages to the full sum over all draws of 2 sites
+    for i in range(n_sites):
+        for j in range(i + 1, n_sites):
+            mean_over_pairs.append(n_sites / 2 * float(full.kl_sparse[[i, j]].sum() + full.kl_dense[[i, j]].sum()))
+    assert sum(mean_over_pairs) / len(mean_over_pairs) == pytest.approx(float(full.kl_sparse.sum() + full.kl_dense.sum()), rel=1e-5)
+
+
+def test_a_bridged_run_anneals_l0_keeps_the_dense_model_frozen_and_saves_bridges_for_the_trained_model(tmp_path):
+    dense = dense_model()
+    before = copy.deepcopy(dense.state_dict())
+    trainer = Trainer(config(tmp_path, kl_sites_per_step=1), splits(), dense=dense)
+    bridges_before = copy.deepcopy(trainer.bridges.state_dict())
+    model = trainer.train()
+    assert all(torch.equal(dense.state_dict()[k], v) for k, v in before.items())
+    assert all(p.grad is None and p.requires_grad for p in dense.parameters())
+    assert any(not torch.equal(trainer.bridges.state_dict()[k], v) for k, v in bridges_before.items())
+    for target in trainer.sparsifier.targets:  # the model is weight-sparse at the target L0 (plus the floor)
+        assert (target.param != 0).float().mean() < 0.5, target.name
+    evals = [r for r in records(tmp_path / "run") if r["event"] == "eval"]
+    n_sites = trainer.bridges.cfg.n_sites
+    assert all(len(r["val_bridge_kl_sparse_from_site"]) == n_sites and r["val_kl_pair"] > 0 for r in evals)
+    saved = HookedSparseTransformer.from_pretrained(tmp_path / "run" / MODEL_DIR)
+    loaded = Bridges.from_pretrained(tmp_path / "run" / BRIDGES_DIR, dense=dense, sparse=saved)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in trainer.bridges.state_dict().items())
+    assert torch.equal(saved(splits().val), model(splits().val))
+
+
+def test_an_interrupted_bridged_run_resumes_to_the_same_model_bridges_and_metrics(tmp_path):
+    dense = dense_model()
+    whole = Trainer(config(tmp_path, "whole", kl_sites_per_step=2), splits(), dense=dense)
+    whole.train()
+    first = Trainer(config(tmp_path, "split", kl_sites_per_step=2), splits(), dense=dense)
+    first.train(stop_at=4)
+    with pytest.raises(CheckpointError, match="another dense model"):
+        Trainer(config(tmp_path, "split", kl_sites_per_step=2), splits(), resume=True, dense=dense_model(seed=5))
+    plain = TrainConfig(**{**config(tmp_path, "split").__dict__, "bridge": None})
+    with pytest.raises(CheckpointError, match="trained with bridges"):
+        Trainer(plain, splits(), resume=True)
+    second = Trainer(config(tmp_path, "split", kl_sites_per_step=2), splits(), resume=True, dense=dense)
+    assert second.step == 4
+    second.train()
+    for a, b in ((second.model, whole.model), (second.bridges, whole.bridges)):
+        assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert records(tmp_path / "split") == records(tmp_path / "whole")
+    assert (tmp_path / "split" / CHECKPOINT_FILE).is_file()
+
+
+def test_bad_bridge_settings_are_refused_with_the_field(tmp_path):
+    with pytest.raises(ValueError, match="bridge.dense must name"):
+        config(tmp_path, dense="")
+    with pytest.raises(ValueError, match="kl_sites_per_step must be a positive integer"):
+        config(tmp_path, kl_sites_per_step=0)
+    with pytest.raises(ValueError, match="did you mean 'weight'"):
+        config(tmp_path, wieght=2.0)
+    with pytest.raises(ValueError, match="same number of layers"):
+        Trainer(config(tmp_path), splits(), dense=randomize(HookedSparseTransformer(tiny_config(afrac=None, n_layers=1, **SMALL))))
