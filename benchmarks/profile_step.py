@@ -20,6 +20,8 @@ from sparselens.train import TokenSplits, TrainConfig, Trainer
 
 #: ops whose self time is matmul work (dense products of the linears, einsums, attention)
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+#: torch's fused attention kernels (the trainer's attention): its two matmuls with the softmax between them
+FUSED_ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
 def profile_steps(cfg: TrainConfig, steps: int, top: int) -> None:
@@ -39,11 +41,13 @@ def profile_steps(cfg: TrainConfig, steps: int, top: int) -> None:
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_OPS)
     print(
         f"{m.n_layers} layers, d_model {m.d_model}, batch {cfg.batch_size} x {m.n_ctx}, L0 {cfg.l0_target:g}, "
         f"{torch.get_num_threads()} threads: {total / steps / 1e3:.1f} ms/step (self CPU, profiled)"
     )
-    print(f"share outside matmuls ({', '.join(MATMUL_OPS)}): {100 * (1 - matmul / total):.0f}%\n")
+    print(f"share outside matmuls ({', '.join(MATMUL_OPS)}): {100 * (1 - matmul / total):.0f}%; "
+          f"outside matmuls and fused attention: {100 * (1 - (matmul + attention) / total):.0f}%\n")
     print("| op | self CPU ms/step | share | calls/step |")
     print("|---|---:|---:|---:|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:

@@ -32,7 +32,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from profile_step import MATMUL_OPS
+from profile_step import FUSED_ATTENTION_OPS, MATMUL_OPS
 from torch.profiler import ProfilerActivity, profile
 
 from sparselens import HookedSparseTransformer, SparseTransformerConfig
@@ -127,13 +127,16 @@ def timed(fn, tokens: torch.Tensor, device: torch.device) -> tuple[float, float]
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def share_outside_matmuls(fn, tokens: torch.Tensor) -> float:
-    """Fraction of ``fn(tokens)``'s self CPU time in ops other than :data:`MATMUL_OPS`."""
+def share_outside_matmuls(fn, tokens: torch.Tensor) -> tuple[float, float]:
+    """Fractions of ``fn(tokens)``'s self CPU time in ops other than :data:`MATMUL_OPS`, and other
+    than those and :data:`FUSED_ATTENTION_OPS` (attention's matmuls and softmax in one kernel)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn(tokens)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    return 1 - sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / total
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    attention = sum(e.self_cpu_time_total for e in events if e.key in FUSED_ATTENTION_OPS)
+    return 1 - matmul / total, 1 - (matmul + attention) / total
 
 
 def main() -> None:
@@ -195,7 +198,8 @@ def main() -> None:
     ours, base = "weight-sparse trainer", "baseline"
     print(f"  speed-up: {wall[base] / wall[ours]:.2f}x wall, {cpu[base] / cpu[ours]:.2f}x CPU time")
     if outside is not None:
-        print(f"  our step outside matmuls ({', '.join(MATMUL_OPS)}): {100 * outside:.0f}% of self CPU time")
+        print(f"  our step outside matmuls ({', '.join(MATMUL_OPS)}): {100 * outside[0]:.0f}% of self CPU time; "
+              f"outside matmuls and fused attention: {100 * outside[1]:.0f}%")
 
 
 if __name__ == "__main__":
