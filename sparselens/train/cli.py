@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {trainer.step}/{cfg.n_steps} steps; metrics {out / METRICS_FILE}, curves {out / CURVES_FILE}")
         if trainer.step == cfg.n_steps:
             print(f"model saved to {out / MODEL_DIR} (HookedSparseTransformer.from_pretrained({str(out / MODEL_DIR)!r}))")
+            if trainer.bridges is not None:
+                print(f"bridges saved to {out / 'bridges'}; evaluate them with: sparselens bridges evaluate --bridges {out / 'bridges'}")
         else:
             print(f"checkpoint {out / 'checkpoint.pt'}; continue with --resume")
     return 0
