@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from conftest import randomize, tiny_config
 
 from sparselens import HookedSparseTransformer
@@ -122,3 +123,23 @@ def test_bad_bridge_settings_are_refused_with_the_field(tmp_path):
         config(tmp_path, wieght=2.0)
     with pytest.raises(ValueError, match="same number of layers"):
         Trainer(config(tmp_path), splits(), dense=randomize(HookedSparseTransformer(tiny_config(afrac=None, n_layers=1, **SMALL))))
+
+
+def test_sparselens_train_with_a_bridge_section_then_bridges_evaluate_read_the_run(tmp_path, capsys):
+    from sparselens.cli import main
+
+    dense_dir = dense_model().save_pretrained(tmp_path / "dense")
+    config = dict(
+        model={**SMALL, "n_layers": 2, "seed": 0}, data=dict(source="synthetic", synthetic_sequences=16), n_steps=3,
+        batch_size=4, l0_target=0.5, device="cpu", out_dir=str(tmp_path / "run"), log_every=1, eval_every=3,
+        eval_batches=1, checkpoint_every=0, plot=False, bridge=dict(dense=str(dense_dir), kl_sites_per_step=2),
+    )
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--no-progress"]) == 0
+    assert "sparselens bridges evaluate --bridges" in capsys.readouterr().out
+    bridges_dir = tmp_path / "run" / BRIDGES_DIR
+    assert main(["bridges", "evaluate", "--bridges", str(bridges_dir), "--n-seqs", "2", "--no-progress", "--device", "cpu"]) == 0
+    assert "| final | `blocks.1.hook_resid_post` |" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "bridge": {"dense": str(tmp_path / "nowhere")}}))
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) != 0
+    assert "nowhere" in capsys.readouterr().err
