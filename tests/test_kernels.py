@@ -498,6 +498,29 @@ def test_weight_topk_numba_matrix_sizes(use_numba, dtype):
                     assert torch.equal(got, reference.weight_topk_mask(w, k, 4, floor_dim)), (shape, floor_dim, k)
 
 
+def test_weight_topk_masks_on_two_threads_select_like_the_reference_one_by_one(use_numba):
+    """The sparsifier's batched selection (matrices on worker threads at once) gives every matrix
+    the reference's mask, for row and column floors, a floor of 0 and k that keeps all or only the floor."""
+    shapes = [(256, 64), (64, 256), (97, 301), (33, 7), (128, 128)]
+    jobs = []
+    for i, shape in enumerate(shapes):
+        w = torch.randn(shape, generator=gen(140 + i)) if i % 2 == 0 else tied_values(shape, seed=140 + i)
+        for floor_dim, floor, k in ((0, 4, w.numel() // 16), (1, 4, w.numel() // 8), (i % 2, 0, w.numel() // 5),
+                                    (0, 2, 0), (1, 1, w.numel())):
+            jobs.append((w, k, floor, floor_dim))
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = kernels.weight_topk_masks(jobs)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert len(together) == len(jobs)
+    for got, (w, k, floor, floor_dim) in zip(together, jobs):
+        assert torch.equal(got, reference.weight_topk_mask(w, k, floor, floor_dim)), (w.shape, k, floor, floor_dim)
+    with pytest.raises(ValueError, match="floor_dim must be 0"):
+        kernels.weight_topk_masks([(jobs[0][0], 1, 4, 2)])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_rms_norm_numba_matches_reference(use_numba, dtype):
     tol = {torch.float32: 1e-5, torch.float64: 1e-12}[dtype]

@@ -9,7 +9,7 @@ call the names exported here, never an implementation directly.
 """
 
 from sparselens.kernels.csr import CSRWeight
-from sparselens.kernels.ops import abstopk, masked_ablate, rms_norm, rms_norm_frozen, sparse_linear, weight_topk_mask
+from sparselens.kernels.ops import abstopk, masked_ablate, rms_norm, rms_norm_frozen, sparse_linear, weight_topk_mask, weight_topk_masks
 from sparselens.kernels.sparsify import SparseLinear, sparsify_linears
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "sparse_linear",
     "sparsify_linears",
     "weight_topk_mask",
+    "weight_topk_masks",
 ]

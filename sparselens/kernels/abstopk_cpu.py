@@ -24,7 +24,7 @@ from jaxtyping import Bool, Float
 from numba import njit, prange
 from torch import Tensor
 
-from sparselens.kernels.numba_common import launch
+from sparselens.kernels.numba_common import launch, thread_pool
 from sparselens.kernels.reference import INT_VIEWS
 
 
@@ -164,20 +164,63 @@ def masked_grad(grad: Float[Tensor, "... d"], keep: Bool[Tensor, "... d"]) -> Fl
     return out
 
 
+@njit(cache=True, nogil=True)
+def _transpose_into(src, dst):
+    """``dst = src.T`` for 2-D arrays (``dst`` ``[cols rows]`` preallocated)."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[j, i] = src[i, j]
+
+
+class _MaskPlan:
+    """One :func:`weight_topk_mask`: its tensors made in the calling thread (torch allocations and
+    copies), its selection run by :meth:`run` with numba and numpy alone, so that several plans
+    can run on worker threads at once (no torch op there, so no second OpenMP team)."""
+
+    def __init__(self, w: Float[Tensor, "rows cols"], k: int, floor: int, floor_dim: int):
+        slices = (w.detach() if floor_dim == 0 else w.detach().T).contiguous()  # [n_slices, slice_len]
+        self.floor = min(floor, slices.shape[1])
+        n_protected = slices.shape[0] * self.floor
+        self.n_fill = max(0, k - n_protected)
+        self.keep_all = self.n_fill > 0 and self.n_fill == w.numel() - n_protected  # every unprotected entry kept
+        self.numel = w.numel()
+        self.slices, self.floor_out = slices, torch.empty_like(slices)
+        self.protected_slices = torch.empty(slices.shape, dtype=torch.bool)
+        self.protected = torch.empty(w.shape, dtype=torch.bool) if floor_dim == 1 else self.protected_slices
+        self.flat = w.detach().contiguous().view(-1)
+        self.mask = torch.empty(w.shape, dtype=torch.bool)
+        self.keys = _keys_of(w.dtype)[1:]
+
+    def run(self) -> None:
+        protected_slices, protected, mask = _bits(self.protected_slices), _bits(self.protected), _bits(self.mask)
+        if self.floor == 0 or self.numel == 0:
+            protected_slices[...] = 0
+        else:
+            _abstopk_rows(_bits(self.slices), self.floor, *self.keys, _bits(self.floor_out), protected_slices)
+        if self.protected is not self.protected_slices:  # floor_dim 1: the floor was taken on columns
+            _transpose_into(protected_slices, protected)
+        if self.keep_all:
+            mask[...] = 1
+        elif self.n_fill == 0:
+            mask[...] = protected
+        else:
+            _fill_mask(_bits(self.flat), protected.reshape(-1), self.n_fill, *self.keys, mask.reshape(-1))
+
+
 def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int, floor_dim: int) -> Bool[Tensor, "rows cols"]:
     """:func:`sparselens.kernels.reference.weight_topk_mask` on a CPU tensor (arguments already checked)."""
-    slices = w.detach() if floor_dim == 0 else w.detach().T  # [n_slices, slice_len]
-    slice_floor = min(floor, slices.shape[1])
-    protected = abstopk_forward(slices, slice_floor)[1]
-    if floor_dim == 1:
-        protected = protected.T.contiguous()
-    n_fill = max(0, k - slices.shape[0] * slice_floor)
-    if n_fill == 0:
-        return protected
-    if n_fill == w.numel() - slices.shape[0] * slice_floor:  # every unprotected entry is kept
-        return torch.ones_like(protected)
-    flat = w.detach().contiguous().view(-1)
-    keep = torch.empty(w.shape, dtype=torch.bool)
-    _, key_mask, nan_key, top_bit = _keys_of(w.dtype)
-    _fill_mask(_bits(flat), _bits(protected).reshape(-1), n_fill, key_mask, nan_key, top_bit, _bits(keep).reshape(-1))
-    return keep
+    plan = _MaskPlan(w, k, floor, floor_dim)
+    plan.run()
+    return plan.mask
+
+
+def weight_topk_masks(jobs: list[tuple[Tensor, int, int, int]], n_threads: int) -> list[Bool[Tensor, "rows cols"]]:
+    """:func:`weight_topk_mask` of each ``(w, k, floor, floor_dim)``, on ``n_threads`` threads at once
+    (largest matrix first); the same masks as one at a time."""
+    plans = [_MaskPlan(*job) for job in jobs]
+    if n_threads > 1 and len(plans) > 1:
+        list(thread_pool(n_threads).map(_MaskPlan.run, sorted(plans, key=lambda plan: -plan.numel)))
+    else:
+        for plan in plans:
+            plan.run()
+    return [plan.mask for plan in plans]

@@ -13,8 +13,10 @@ aborts on concurrent use); serial ones need none (``nogil``, no shared state).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numba
@@ -47,3 +49,13 @@ def launch(serial: Callable, parallel: Callable, numel: int, *args) -> None:
     with _LOCK:
         numba.set_num_threads(n_threads)
         parallel(*args)
+
+
+@functools.cache
+def thread_pool(n_threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``n_threads`` Python threads for independent serial kernels (``nogil``).
+
+    Its jobs must run numba (or numpy) code only: a torch op on a worker thread would start a second
+    OpenMP team there, which spins against torch's own on few cores.
+    """
+    return ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="sparselens-kernels")

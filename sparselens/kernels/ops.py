@@ -5,7 +5,7 @@ Both backends get the same checks, so a bad argument fails the same way on CPU a
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from jaxtyping import Bool, Float
@@ -180,6 +180,19 @@ def weight_topk_mask(w: Float[Tensor, "rows cols"], k: int, floor: int = 4, floo
     if backend == "numba":
         return kernel_module("abstopk_cpu").weight_topk_mask(w, k, floor, floor_dim)
     return reference.weight_topk_mask(w, k, floor, floor_dim)
+
+
+def weight_topk_masks(jobs: Sequence[tuple[Tensor, int, int, int]]) -> list[Bool[Tensor, "rows cols"]]:
+    """:func:`weight_topk_mask` of each ``(w, k, floor, floor_dim)``: the same masks, computed together.
+
+    On the CPU with the numba backend and more than one torch thread the selections run on that
+    many threads at once (each matrix's selection is independent); elsewhere one after another.
+    """
+    for w, k, floor, floor_dim in jobs:
+        reference._check_weight_topk_args(w, k, floor, floor_dim)
+    if jobs and all(_backend("weight_topk_mask", job[0]) == "numba" for job in jobs):
+        return kernel_module("abstopk_cpu").weight_topk_masks(list(jobs), torch.get_num_threads())
+    return [weight_topk_mask(*job) for job in jobs]
 
 
 def sparse_linear(

@@ -113,13 +113,15 @@ class WeightSparsifier:
 
     @torch.no_grad()
     def apply(self, l0: float) -> None:
-        """Zero every target's entries outside its top-``l0`` selection (in place, no host sync)."""
-        for target in self.targets:
-            k = target.n_keep(l0)
-            if k == target.param.numel():
-                continue  # dense: nothing to prune
-            w = target.matrix()
-            mask = kernels.weight_topk_mask(w, k, floor=target.floor, floor_dim=target.floor_dim)
+        """Zero every target's entries outside its top-``l0`` selection (in place, no host sync).
+
+        The selections are :func:`sparselens.kernels.weight_topk_masks`: on the CPU, on all of torch's
+        threads at once (the result does not depend on the thread count).
+        """
+        jobs = [(target, k) for target in self.targets if (k := target.n_keep(l0)) < target.param.numel()]  # dense: nothing to prune
+        matrices = [target.matrix() for target, _ in jobs]
+        masks = kernels.weight_topk_masks([(w, k, t.floor, t.floor_dim) for w, (t, k) in zip(matrices, jobs)])
+        for w, mask in zip(matrices, masks):
             w.masked_fill_(~mask, 0.0)
 
     @torch.no_grad()
