@@ -498,6 +498,31 @@ def test_weight_topk_numba_matrix_sizes(use_numba, dtype):
                     assert torch.equal(got, reference.weight_topk_mask(w, k, 4, floor_dim)), (shape, floor_dim, k)
 
 
+@pytest.mark.parametrize("kind", ["continuous", "tied", "mostly_zero", "specials", "two_values"])
+def test_weight_topk_numba_large_matrices_select_like_reference(use_numba, kind):
+    """Matrices above SAMPLED_MIN_NUMEL, where the threshold is bracketed from a sample first: the
+    same selection as the reference whether the bracket holds or the sample misleads (ties, a
+    pruned matrix's zeros, NaN and inf, two values only)."""
+    from sparselens.kernels.abstopk_cpu import SAMPLED_MIN_NUMEL
+
+    shape = (300, 200)
+    assert shape[0] * shape[1] > SAMPLED_MIN_NUMEL
+    base = torch.randn(shape, generator=gen(150))
+    w = {
+        "continuous": base,
+        "tied": tied_values(shape, seed=151),
+        "mostly_zero": base * (torch.rand(shape, generator=gen(152)) < 0.1),
+        "specials": with_specials(base, seed=153),
+        "two_values": torch.where(torch.rand(shape, generator=gen(154)) < 0.3, 2.0, -1.0),
+    }[kind]
+    n = w.numel()
+    for floor_dim, floor in ((0, 4), (1, 4), (0, 0)):
+        n_free = n - (shape[0] if floor_dim == 0 else shape[1]) * floor
+        for k in (n - n_free + 1, n // 16, n // 8, n // 3, n - n_free + n_free // 2, n - 1):
+            got = kernels.weight_topk_mask(w, k, floor=floor, floor_dim=floor_dim)
+            assert torch.equal(got, reference.weight_topk_mask(w, k, floor, floor_dim)), (kind, floor_dim, floor, k)
+
+
 def test_weight_topk_masks_on_two_threads_select_like_the_reference_one_by_one(use_numba):
     """The sparsifier's batched selection (matrices on worker threads at once) gives every matrix
     the reference's mask, for row and column floors, a floor of 0 and k that keeps all or only the floor."""

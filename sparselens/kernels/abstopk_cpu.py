@@ -90,6 +90,59 @@ def _abstopk_rows_parallel(x, k, key_mask, nan_key, top_bit, out, keep):
         _abstopk_row(x[r], k, key_mask, nan_key, top_bit, out[r], keep[r])
 
 
+#: selections over more entries than this bracket the threshold from a sample first (:func:`_threshold`)
+SAMPLED_MIN_NUMEL = 1 << 15
+_SAMPLE = 4096
+
+
+@njit(inline="always")
+def _threshold(keys, k, key_mask, nan_key, top_bit):
+    """:func:`_row_threshold`'s ``(t, last)`` for a long array, with far fewer passes over it.
+
+    A strided sample of :data:`_SAMPLE` keys brackets the ``k``-th largest key between two sample
+    order statistics around the expected rank (six standard deviations and 16 each side); one pass
+    counts the keys above the bracket and collects those inside it (with their indices), and the
+    exact bisection then runs on the few collected keys. Where the sample misleads (the count does
+    not confirm the bracket, or too many keys fall inside it) the bisection runs on the whole array:
+    the result is always exact and the same.
+    """
+    n = keys.shape[0]
+    if n < SAMPLED_MIN_NUMEL:
+        return _row_threshold(keys, k, key_mask, nan_key, top_bit)
+    as_key = keys.dtype.type
+    stride = n // _SAMPLE
+    sample = np.empty(_SAMPLE, dtype=keys.dtype)
+    for i in range(_SAMPLE):
+        sample[i] = _key(keys[i * stride], key_mask, nan_key)
+    expected = k * _SAMPLE / n  # sample keys expected at or above the threshold
+    margin = 6.0 * np.sqrt(expected + 1.0) + 16.0
+    r_hi, r_lo = int(expected - margin), int(expected + margin) + 1
+    if r_hi < 1 or r_lo > _SAMPLE:
+        return _row_threshold(keys, k, key_mask, nan_key, top_bit)
+    hi_cut = as_key(_row_threshold(sample, r_hi, key_mask, nan_key, top_bit)[0] + 1)  # expect < k keys at or above
+    lo = _row_threshold(sample, r_lo, key_mask, nan_key, top_bit)[0]  # expect >= k keys at or above
+    cap = int(4.0 * margin * n / _SAMPLE) + 1024
+    inside = np.empty(cap, dtype=keys.dtype)
+    where = np.empty(cap, dtype=np.int64)
+    n_above, n_inside = 0, 0
+    for j in range(n):
+        key = _key(keys[j], key_mask, nan_key)
+        if key >= hi_cut:
+            n_above += 1
+        elif key >= lo:
+            if n_inside == cap:
+                return _row_threshold(keys, k, key_mask, nan_key, top_bit)
+            inside[n_inside] = key
+            where[n_inside] = j
+            n_inside += 1
+    if n_above >= k or n_above + n_inside < k:  # the bracket does not hold the k-th key
+        return _row_threshold(keys, k, key_mask, nan_key, top_bit)
+    t, last = _row_threshold(inside[:n_inside], k - n_above, key_mask, nan_key, top_bit)
+    if last < 0:  # no tie to break: every key > t is kept; no key below the bracket may be > t
+        return max(t, as_key(lo - 1)), last
+    return t, where[last]
+
+
 @njit(cache=True, nogil=True)
 def _fill_mask(x, protected, k, key_mask, nan_key, top_bit, keep):
     """``keep = protected`` plus the ``k`` largest keys of the other entries, lowest index on ties; flat ``[n]``.
@@ -102,7 +155,7 @@ def _fill_mask(x, protected, k, key_mask, nan_key, top_bit, keep):
     for i in range(x.shape[0]):
         score[i] = as_key(0) if protected[i] else as_key(_key(x[i], key_mask, nan_key) + 1)
     # scores are keys already: the mask keeps them, the clamp is the largest score (NaN's)
-    t, last = _row_threshold(score, k, key_mask, as_key(nan_key + 1), top_bit)
+    t, last = _threshold(score, k, key_mask, as_key(nan_key + 1), top_bit)
     for i in range(np.uint64(0), np.uint64(last + 1)):
         keep[i] = (score[i] >= t) | (protected[i] != 0)
     t_after = as_key(t + 1)
