@@ -523,6 +523,29 @@ def test_weight_topk_numba_large_matrices_select_like_reference(use_numba, kind)
             assert torch.equal(got, reference.weight_topk_mask(w, k, floor, floor_dim)), (kind, floor_dim, floor, k)
 
 
+def test_sampled_threshold_keeps_what_the_full_bisection_keeps_for_every_rank(use_numba):
+    """The sampled bracket (:func:`_threshold`) against the plain bisection, on whole key arrays,
+    at ranks 1..n in steps: both select the same keys (the top k, lowest index on ties)."""
+    import numpy as np
+
+    from sparselens.kernels.abstopk_cpu import SAMPLED_MIN_NUMEL, _row_threshold, _threshold
+
+    def kept(keys, t, last):
+        idx = np.arange(keys.shape[0])
+        return (keys > t) | ((keys == t) & (idx <= last))
+
+    rng = np.random.default_rng(160)
+    n = SAMPLED_MIN_NUMEL + 1000
+    arrays = [rng.integers(0, 2**30, n, dtype=np.int32), rng.integers(0, 50, n, dtype=np.int32),
+              np.where(rng.random(n) < 0.9, 0, rng.integers(1, 2**20, n)).astype(np.int32)]
+    mask, clamp, top_bit = np.int32(2**31 - 1), np.int32(2**31 - 1), 30
+    for keys in arrays:
+        for k in range(1, n + 1, 97):
+            want = kept(keys, *_row_threshold(keys, k, mask, clamp, top_bit))
+            got = kept(keys, *_threshold(keys, k, mask, clamp, top_bit))
+            assert int(want.sum()) == k and np.array_equal(got, want), k
+
+
 def test_weight_topk_masks_on_two_threads_select_like_the_reference_one_by_one(use_numba):
     """The sparsifier's batched selection (matrices on worker threads at once) gives every matrix
     the reference's mask, for row and column floors, a floor of 0 and k that keeps all or only the floor."""
