@@ -137,10 +137,11 @@ def _threshold(keys, k, key_mask, nan_key, top_bit):
             n_inside += 1
     if n_above >= k or n_above + n_inside < k:  # the bracket does not hold the k-th key
         return _row_threshold(keys, k, key_mask, nan_key, top_bit)
+    if n_above + n_inside == k:  # exactly the keys >= lo
+        return as_key(lo - 1), -1
+    # fewer than all collected keys: a threshold found among them lies above the next one, >= lo
     t, last = _row_threshold(inside[:n_inside], k - n_above, key_mask, nan_key, top_bit)
-    if last < 0:  # no tie to break: every key > t is kept; no key below the bracket may be > t
-        return max(t, as_key(lo - 1)), last
-    return t, where[last]
+    return t, (where[last] if last >= 0 else last)
 
 
 @njit(cache=True, nogil=True)
