@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         if trainer.step == cfg.n_steps:
             print(f"model saved to {out / MODEL_DIR} (HookedSparseTransformer.from_pretrained({str(out / MODEL_DIR)!r}))")
             if trainer.bridges is not None:
-                print(f"bridges saved to {out / 'bridges'}; evaluate them with: sparselens bridges evaluate --bridges {out / 'bridges'}")
+                from sparselens.bridges.train import BRIDGES_DIR
+
+                print(f"bridges saved to {out / BRIDGES_DIR}; evaluate them with: sparselens bridges evaluate --bridges {out / BRIDGES_DIR}")
         else:
             print(f"checkpoint {out / 'checkpoint.pt'}; continue with --resume")
     return 0

@@ -124,7 +124,6 @@ class Trainer:
         self.bridges: Any = None
         if cfg.bridge is not None:
             self.dense, self.bridges = self._build_bridges(dense)
-        if self.bridges is not None:
             self._params += list(self.bridges.parameters())
         self._decayed = decayed_parameters(self.model)
         self.optimizer = build_adam(self._params, cfg.lr, (cfg.beta1, cfg.beta2), cfg.adam_eps)
