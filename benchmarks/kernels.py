@@ -19,6 +19,13 @@ forward and forward + backward, against ``torch.topk`` + ``scatter`` (target on 
 
     python benchmarks/kernels.py --abstopk --threads 2
 
+The linear of a weight-sparse matrix (``sparselens.kernels.linear``: on CPU the numba kernel that
+walks the nonzeros) against ``F.linear`` on the same zero-filled weight, at the training shapes of
+``benchmarks/train_step.py`` (1024 tokens; d_model 256, d_mlp 1024, d_vocab 2048) and densities
+1/16, 1/8, 1/4, forward and forward + backward (gradients for x, W and b):
+
+    python benchmarks/kernels.py --linear --threads 1
+
 Timing on GPU uses ``triton.testing.do_bench`` (median); on CPU a median over repetitions.
 """
 
@@ -211,10 +218,38 @@ def run_abstopk(device: torch.device, reps: int, n_rows: int = 4096) -> None:
                       f"{base * 1e3:.2f} | {base / ours:.1f}x |", flush=True)
 
 
+def run_linear(device: torch.device, reps: int, n_tokens: int = 1024) -> None:
+    """``kernels.linear`` (the dispatcher's pick) vs ``F.linear`` on weights with a fraction of nonzeros."""
+    print(f"device: {device}, threads: {torch.get_num_threads()}, {n_tokens} tokens, float32\n")
+    print("| density | in -> out | pass | sparselens (ms) | F.linear (ms) | speed-up |")
+    print("|---:|---|---|---:|---:|---:|")
+    gen = torch.Generator(device=device).manual_seed(0)
+    for density in (1 / 16, 1 / 8, 1 / 4):
+        for d_in, d_out in ((256, 256), (256, 1024), (1024, 256), (256, 2048)):
+            x = torch.randn(n_tokens, d_in, device=device, generator=gen).requires_grad_()
+            keep = torch.rand(d_out, d_in, device=device, generator=gen) < density
+            w = (torch.randn(d_out, d_in, device=device, generator=gen) * keep).requires_grad_()
+            b = torch.randn(d_out, device=device, generator=gen).requires_grad_()
+            g = torch.randn(n_tokens, d_out, device=device, generator=gen)
+            with torch.no_grad():
+                torch.testing.assert_close(kernels.linear(x, w, b), F.linear(x, w, b), atol=1e-4, rtol=1e-4)
+
+            def fwd_bwd(fn):
+                return lambda: torch.autograd.grad(fn(x, w, b), (x, w, b), g)
+
+            with torch.no_grad():
+                fwd = bench([lambda: kernels.linear(x, w, b), lambda: F.linear(x, w, b)], device, reps)
+            both = bench([fwd_bwd(kernels.linear), fwd_bwd(F.linear)], device, reps)
+            for name, (ours, base) in (("forward", fwd), ("forward + backward", both)):
+                print(f"| {float(keep.float().mean()):.3f} | {d_in} -> {d_out} | {name} | {ours * 1e3:.2f} | "
+                      f"{base * 1e3:.2f} | {base / ours:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="small fp32 shapes for a CPU run")
     parser.add_argument("--abstopk", action="store_true", help="only AbsTopK, at the training shapes")
+    parser.add_argument("--linear", action="store_true", help="only the weight-sparse linear, at the training shapes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=7, help="repetitions per timing on CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -224,6 +259,8 @@ def main() -> None:
     device = torch.device(args.device)
     if args.abstopk:
         run_abstopk(device, args.reps)
+    elif args.linear:
+        run_linear(device, args.reps)
     else:
         run(SMALL if args.small else FULL, device, args.reps)
 

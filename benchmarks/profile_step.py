@@ -18,8 +18,13 @@ from torch.profiler import ProfilerActivity, profile
 
 from sparselens.train import TokenSplits, TrainConfig, Trainer
 
-#: ops whose self time is matmul work (dense products of the linears, einsums, attention)
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+#: ops whose self time is matmul work (dense products of the linears, einsums, attention; the
+#: CPU linear that walks a sparse weight's nonzeros, ``sparselens.kernels.linear_cpu``, with its
+#: block transposes)
+MATMUL_OPS = (
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
+    "LinearFunction", "LinearFunctionBackward",
+)
 #: torch's fused attention kernels (the trainer's attention): its two matmuls with the softmax between them
 FUSED_ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 

@@ -613,6 +613,105 @@ def test_importing_sparselens_does_not_import_numba():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+# ----------------------------------------------------------------------------- linear (a weight-sparse nn.Linear)
+needs_numba = pytest.mark.skipif(not dispatch.numba_available(), reason="numba is a dependency; this checks an install without it")
+
+
+def _sparse_weight(d_out: int, d_in: int, density: float, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    keep = torch.rand(d_out, d_in, generator=gen(seed)) < density
+    return (torch.randn(d_out, d_in, generator=gen(seed + 1)) * keep).to(dtype)
+
+
+def _took_nonzero_kernel(y: torch.Tensor) -> bool:
+    """Whether ``y``'s autograd graph (through its reshape) starts at the nonzero kernel's backward."""
+    fn = y.grad_fn
+    while fn is not None and type(fn).__name__ == "ViewBackward0":
+        fn = fn.next_functions[0][0]
+    return type(fn).__name__ == "LinearFunctionBackward"
+
+
+def _linear_by_hand(x, w, b, g):
+    """``(y, dx, dW, db)`` in float64 from the definitions (``y = x W^T + b``, ``g`` = dL/dy)."""
+    x2, w2, g2 = x.double().reshape(-1, x.shape[-1]), w.double(), g.double().reshape(-1, w.shape[0])
+    y = x2 @ w2.T + (0 if b is None else b.double())
+    return y.reshape(g.shape), (g2 @ w2).reshape(x.shape), g2.T @ x2, g2.sum(0)
+
+
+@needs_numba
+@pytest.mark.parametrize("lead, d_in, d_out, density, bias, dtype", [
+    ((1,), 13, 7, 0.1, True, torch.float32),
+    ((127,), 40, 33, 0.1, True, torch.float32),
+    ((2, 129), 64, 48, 0.15, False, torch.float32),
+    ((3, 100), 32, 96, 0.05, True, torch.float64),
+    ((300,), 24, 16, 0.0, True, torch.float32),  # no nonzero at all: the bias alone
+])
+def test_linear_walks_the_nonzeros_and_matches_the_definition(lead, d_in, d_out, density, bias, dtype):
+    w = _sparse_weight(d_out, d_in, density, dtype=dtype)
+    w[0] = 0  # an output row with no nonzero
+    w.requires_grad_()
+    x = torch.randn(*lead, d_in, generator=gen(2), dtype=dtype, requires_grad=True)
+    b = torch.randn(d_out, generator=gen(3), dtype=dtype, requires_grad=True) if bias else None
+    g = torch.randn(*lead, d_out, generator=gen(4), dtype=dtype)
+    y = kernels.linear(x, w, b)
+    assert _took_nonzero_kernel(y), "this density takes the nonzero kernel"
+    dx, dw, *db = torch.autograd.grad(y, (x, w) if b is None else (x, w, b), g)
+    y_ref, dx_ref, dw_ref, db_ref = _linear_by_hand(x, w, b, g)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    assert y.shape == (*lead, d_out) and y.is_contiguous()
+    torch.testing.assert_close(y.double(), y_ref, **tol)
+    torch.testing.assert_close(dx.double(), dx_ref, **tol)
+    torch.testing.assert_close(dw.double(), dw_ref, **tol)  # dense: zero weights get their gradient too
+    assert bool((dw[w.detach() == 0] != 0).any()) or x.numel() == 0
+    if b is not None:
+        torch.testing.assert_close(db[0].double(), db_ref, **tol)
+
+
+@needs_numba
+def test_linear_takes_f_linear_where_walking_does_not_pay(monkeypatch):
+    x = torch.randn(5, 16, generator=gen(0), requires_grad=True)
+    dense_w = torch.randn(8, 16, generator=gen(1), requires_grad=True)
+    assert not _took_nonzero_kernel(kernels.linear(x, dense_w))
+    assert torch.equal(kernels.linear(x, dense_w), F.linear(x, dense_w))
+    sparse_w = _sparse_weight(8, 16, 0.1).requires_grad_()
+    assert _took_nonzero_kernel(kernels.linear(x, sparse_w))
+    assert not _took_nonzero_kernel(kernels.linear(x.bfloat16(), sparse_w.bfloat16()))
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+    assert torch.equal(kernels.linear(x, sparse_w), F.linear(x, sparse_w))
+    with pytest.raises(RuntimeError):  # a shape mismatch fails as F.linear's does
+        kernels.linear(torch.randn(5, 15), sparse_w)
+
+
+@needs_numba
+def test_linear_non_finite_values():
+    """A NaN weight reaches its output as in F.linear; a non-finite input feature that meets only
+    zero weights does not reach the output (F.linear's ``0 * inf`` makes every output NaN)."""
+    w = _sparse_weight(6, 10, 0.1)
+    w[:, 3] = 0
+    w[2, 5] = float("nan")
+    x = torch.randn(4, 10, generator=gen(5))
+    y = kernels.linear(x, w)
+    assert torch.isnan(y[:, 2]).all() and not torch.isnan(y[:, [0, 1, 3, 4, 5]]).any()
+    x[1, 3] = float("inf")
+    w[2, 5] = 1.0
+    y = kernels.linear(x, w)
+    assert torch.isfinite(y).all()
+    assert torch.isnan(F.linear(x, w)[1]).all()
+
+
+@needs_numba
+def test_model_with_the_nonzero_linear_matches_the_torch_path(monkeypatch, tokens):
+    model = _sparse_model(0.1, seed=4)
+    logits = model(tokens)
+    assert _took_nonzero_kernel(model.blocks[0].mlp.fc_in(torch.randn(2, model.cfg.d_model)))
+    grads = torch.autograd.grad(logits.square().mean(), list(model.parameters()))
+    monkeypatch.setenv("SPARSELENS_KERNELS", "torch")
+    logits_ref = model(tokens)
+    grads_ref = torch.autograd.grad(logits_ref.square().mean(), list(model.parameters()))
+    torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------- sparse_linear
 def _sparse_weight(n_out=20, n_in=24, density=0.15, seed=60, dtype=torch.float32):
     w = torch.randn(n_out, n_in, generator=gen(seed)) * (torch.rand(n_out, n_in, generator=gen(seed + 1)) < density)
@@ -676,7 +775,7 @@ def test_sparsify_linears_keeps_activations_hooks_and_weights(monkeypatch, token
     n_linears = sum(isinstance(m, nn.Linear) for m in model.modules())
     monkeypatch.setenv("SPARSELENS_KERNELS", backend)
     assert kernels.sparsify_linears(model, max_density=1.0) == n_linears > 0
-    assert not any(type(m) is nn.Linear for m in model.modules())
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
     assert torch.equal(model.W_Q, W_Q) and torch.equal(model.W_in, W_in)
     logits_after, cache_after = model.run_with_cache(tokens)
     assert set(cache_after.keys()) == set(cache_before.keys())
@@ -705,7 +804,7 @@ def test_sparsify_linears_default_uses_the_cpu_crossover():
         fc_in.weight.mul_(torch.rand(fc_in.weight.shape, generator=gen(7)) < CPU_CSR_MAX_DENSITY / 2)
     assert kernels.sparsify_linears(model) == 1
     assert isinstance(model.blocks[0].mlp.fc_in, kernels.SparseLinear)
-    assert type(model.blocks[0].mlp.fc_out) is nn.Linear
+    assert isinstance(model.blocks[0].mlp.fc_out, nn.Linear)
 
 
 # ----------------------------------------------------------------------------- dispatcher

@@ -27,7 +27,7 @@ logger = logging.getLogger("sparselens.kernels")
 ENV_VAR = "SPARSELENS_KERNELS"
 _BACKENDS = ("torch", "triton", "numba")
 #: the ops with a numba CPU kernel
-NUMBA_OPS = ("abstopk", "weight_topk_mask", "rms_norm")
+NUMBA_OPS = ("abstopk", "weight_topk_mask", "rms_norm", "linear")
 _logged: set[tuple[str, str]] = set()
 _triton_ok: bool | None = None
 _numba_ok: bool | None = None

@@ -90,6 +90,39 @@ def _check_norm_weight(op: str, x: Tensor, weight: Tensor) -> None:
         )
 
 
+#: weight density at or below which :func:`linear` walks the nonzeros on the CPU (numba): the
+#: crossover measured by ``benchmarks/kernels.py --linear`` on the 2-core development CPU lies
+#: between 1/8 (forward 1.1-1.4x faster, forward + backward 0.95-1.2x) and 1/4 (0.5-0.9x)
+CPU_NONZERO_LINEAR_MAX_DENSITY = 1 / 6
+
+
+def linear(
+    x: Float[Tensor, "... d_in"], weight: Float[Tensor, "d_out d_in"], bias: Optional[Float[Tensor, " d_out"]] = None
+) -> Float[Tensor, "... d_out"]:
+    """``F.linear(x, weight, bias)`` with gradients for all three, from ``weight``'s nonzeros where that pays.
+
+    On the CPU with the numba backend, for float32/float64 and a weight with at most
+    :data:`CPU_NONZERO_LINEAR_MAX_DENSITY` nonzeros, the product walks the nonzeros
+    (:mod:`sparselens.kernels.linear_cpu`: the same values to float rounding; ``weight`` still gets
+    its full dense gradient); everywhere else it is ``F.linear``.
+    """
+    if (
+        weight.dim() == 2
+        and x.dim() >= 1
+        and x.shape[-1] == weight.shape[1]
+        and x.numel() > 0
+        and _backend("linear", x, weight) == "numba"
+    ):
+        cpu = kernel_module("linear_cpu")
+        if x.dtype in cpu.DTYPES and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype):
+            w = weight.contiguous()
+            crow, nnz = cpu.row_nonzeros(w.detach())
+            if nnz <= CPU_NONZERO_LINEAR_MAX_DENSITY * w.numel():
+                rows = x.reshape(-1, x.shape[-1]).contiguous()
+                return cpu.LinearFunction.apply(rows, w, bias, crow).view(*x.shape[:-1], w.shape[0])
+    return torch.nn.functional.linear(x, weight, bias)
+
+
 def rms_norm(
     x: Float[Tensor, "... d"], weight: Float[Tensor, " d"], eps: float
 ) -> tuple[Float[Tensor, "... d"], Float[Tensor, "... 1"]]:

@@ -144,7 +144,7 @@ def sparsify_linears(model: nn.Module, max_density: Optional[float] = None) -> i
     converted = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear:
+            if not isinstance(child, nn.Linear):
                 continue
             limit = max_density if max_density is not None else default_max_density(child.weight.device)
             if limit is None:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from sparselens.config import SparseTransformerConfig
 from sparselens.model.abstopk import AbsTopK
 from sparselens.model.hook_point import CheckedHookPoint
+from sparselens.model.linear import Linear
 
 
 class Attention(nn.Module):
@@ -42,10 +43,10 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         d_qkv = cfg.d_qkv
-        self.q_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
-        self.k_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
-        self.v_proj = nn.Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
-        self.o_proj = nn.Linear(d_qkv, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.q_proj = Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.k_proj = Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.v_proj = Linear(cfg.d_model, d_qkv, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.o_proj = Linear(d_qkv, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
         self.sink_logit = nn.Parameter(torch.zeros(cfg.n_heads, dtype=cfg.dtype)) if cfg.attn_sink else None
         self.topk_q = AbsTopK(cfg.abstopk_k("q", d_qkv), "q")
         self.topk_k = AbsTopK(cfg.abstopk_k("k", d_qkv), "k")

@@ -7,6 +7,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from sparselens.config import SparseTransformerConfig
+from sparselens.kernels import linear
 
 
 class Embed(nn.Module):
@@ -48,7 +49,7 @@ class Unembed(nn.Module):
         return self.weight.T
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
-        return nn.functional.linear(x, self.weight, self.b_U)
+        return linear(x, self.weight, self.b_U)
 
 
 class BigramTable(nn.Module):

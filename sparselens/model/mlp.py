@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from sparselens.config import SparseTransformerConfig
 from sparselens.model.abstopk import AbsTopK
 from sparselens.model.hook_point import CheckedHookPoint
+from sparselens.model.linear import Linear
 
 _ACT_FNS: dict[str, Callable[[Tensor], Tensor]] = {"gelu": F.gelu, "relu": F.relu}
 
@@ -29,8 +30,8 @@ class MLP(nn.Module):
         self.cfg = cfg
         d_mlp = cfg.d_mlp
         assert d_mlp is not None, "SparseTransformerConfig.__post_init__ sets d_mlp"
-        self.fc_in = nn.Linear(cfg.d_model, d_mlp, bias=cfg.use_bias, dtype=cfg.dtype)
-        self.fc_out = nn.Linear(d_mlp, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.fc_in = Linear(cfg.d_model, d_mlp, bias=cfg.use_bias, dtype=cfg.dtype)
+        self.fc_out = Linear(d_mlp, cfg.d_model, bias=cfg.use_bias, dtype=cfg.dtype)
         self.act_fn = _ACT_FNS[cfg.act_fn]
         self.topk_neuron = AbsTopK(cfg.abstopk_k("neuron", d_mlp), "neuron")
         self.hook_pre = CheckedHookPoint()
