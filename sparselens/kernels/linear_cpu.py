@@ -35,7 +35,7 @@ DTYPES = (torch.float32, torch.float64)
 #: tokens per block of the product (the features-major copies of a block stay in cache)
 BLOCK_TOKENS = 128
 #: side of the square tiles the transposes copy through
-_TILE = 8
+_TILE = 16
 #: extra columns of the features-major buffers: row strides of a power of two bytes map a
 #: transpose's rows onto the same cache sets
 _PAD = 16
