@@ -284,7 +284,8 @@ class BridgeTrainer:
         terms (:meth:`BridgeLosses.packed`, no host sync)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step, group["peak_lr"])
-        with self._frozen():
+        fused = [getattr(m, "fused_attention", contextlib.nullcontext)() for m in (self.dense, self.sparse)]  # as the trainer
+        with self._frozen(), fused[0], fused[1]:
             losses = bridge_losses(self.dense, self.sparse, self.bridges, tokens, lm_loss=self.cfg.train_sparse)
             losses.total.backward()
         self.optimizer.step()
