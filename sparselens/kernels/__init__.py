@@ -6,8 +6,8 @@ have a numba CPU kernel (``abstopk_cpu.py``, ``rms_norm_cpu.py``). ``linear`` is
 ``F.linear``: on the CPU a weight with few nonzeros is multiplied by walking them (``linear_cpu.py``).
 :mod:`sparselens.kernels.dispatch` picks one per call (Triton for CUDA tensors, numba for CPU
 tensors where it has a kernel, torch otherwise; ``SPARSELENS_KERNELS=torch|triton|numba``
-overrides). The model, the ablation hooks and the trainer
-call the names exported here, never an implementation directly.
+overrides). The model, the ablation hooks and the trainer call the names exported here, never an
+implementation directly.
 """
 
 from sparselens.kernels.csr import CSRWeight

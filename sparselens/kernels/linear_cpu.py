@@ -65,26 +65,6 @@ def _fill_rows(w, crow, col, val):
                 p += 1
 
 
-@njit(cache=True, nogil=True)
-def _fill_columns(w, col_start, row, val):
-    """The CSR of ``w.T`` (``w`` ``[out in]``): for column ``i``, its nonzeros' rows ascending and values."""
-    n_in = w.shape[1]
-    counts = np.zeros(n_in + 1, np.int64)
-    for o in range(w.shape[0]):
-        for i in range(n_in):
-            counts[i + 1] += w[o, i] != 0
-    for i in range(n_in):
-        counts[i + 1] += counts[i]
-    col_start[:] = counts
-    for o in range(w.shape[0]):
-        for i in range(n_in):
-            if w[o, i] != 0:
-                p = counts[i]
-                row[p] = o
-                val[p] = w[o, i]
-                counts[i] = p + 1
-
-
 @njit(inline="always")
 def _transpose_block(src, r_off, n_r, c_off, n_c, dst, dr_off, dc_off, bias, tile):
     """``dst[dr_off + c, dc_off + r] = src[r_off + r, c_off + c] + bias[r]`` for ``r < n_r``, ``c < n_c``, in tiles."""
@@ -170,10 +150,11 @@ class LinearFunction(torch.autograd.Function):
         grad_y = grad_y.contiguous()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            w_data = w.detach()
-            col_start, row = np.empty(w.shape[1] + 1, np.int64), np.empty(ctx.nnz, np.int64)
-            val = np.empty(ctx.nnz, w_data.numpy().dtype)
-            _fill_columns(w_data.numpy(), col_start, row, val)
+            wt = w.detach().numpy().T  # the CSR of W.T, read from W's memory in column order
+            col_start, row = np.empty(wt.shape[0] + 1, np.int64), np.empty(ctx.nnz, np.int64)
+            val = np.empty(ctx.nnz, wt.dtype)
+            _row_nonzeros(wt, col_start)
+            _fill_rows(wt, col_start, row, val)
             grad_x = _product(col_start, row, val, grad_y, None, w.shape[1])
         if ctx.needs_input_grad[1]:
             grad_w = grad_y.T @ x  # dense: every weight's gradient
