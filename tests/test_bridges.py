@@ -408,6 +408,27 @@ def test_training_from_the_least_squares_init_starts_there(tmp_path):
     assert states_equal(trainer.bridges.state_dict(), expected.state_dict())
 
 
+def test_training_can_go_on_from_saved_bridges_of_the_same_pair_only(tmp_path):
+    """init=<bridges directory> starts from exactly those weights (the lstsq fit saved, then loaded
+    as the start); bridges made for another pair, and a path that holds none, are refused."""
+    from sparselens.bridges import fit_least_squares
+
+    dense, sparse = pair()
+    data = splits()
+    start = fit_least_squares(Bridges.for_models(dense, sparse), dense, sparse, data.train[:16], batch_size=4, progress=False)
+    path = start.save_pretrained(tmp_path / "start")
+    trainer = BridgeTrainer(BridgeTrainConfig(steps=2, batch_size=4, init=str(path), out_dir=str(tmp_path / "run"), progress=False),
+                            dense, sparse, data)
+    assert states_equal(trainer.bridges.state_dict(), start.state_dict())
+    trained = trainer.train()
+    assert not states_equal(trained.state_dict(), start.state_dict())  # and it trains from there
+    other = randomize(HookedSparseTransformer(tiny_config(afrac=None, **SMALL)), seed=7)
+    with pytest.raises(InputError, match="made for a dense model with fingerprint"):
+        BridgeTrainer(BridgeTrainConfig(steps=2, init=str(path), out_dir=str(tmp_path / "other"), progress=False), other, sparse, data)
+    with pytest.raises(InputError, match="or a bridges directory"):
+        BridgeTrainConfig(init=str(tmp_path / "nothing"))
+
+
 # ---------------------------------------------------------------------------- evaluation
 
 

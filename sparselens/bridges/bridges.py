@@ -57,6 +57,12 @@ SHIPPED_BRIDGES = ("bridges-pygen-2l-128",)
 SPARSE_AFRAC = "sparse"
 
 
+def is_bridges_dir(spec: Union[str, Path]) -> bool:
+    """Whether ``spec`` names saved bridges: a shipped name (:data:`SHIPPED_BRIDGES`) or a directory
+    holding a bridges config (what :meth:`Bridges.from_pretrained` loads)."""
+    return str(spec) in SHIPPED_BRIDGES or (Path(spec) / CONFIG_FILE).is_file()
+
+
 @dataclass
 class BridgesConfig:
     """Shapes, encoder sparsity and the pair of models a :class:`Bridges` belongs to.

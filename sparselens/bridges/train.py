@@ -39,7 +39,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sparselens.bridges.bridges import SPARSE_AFRAC, Bridges, check_encoder_afrac, encoder_k, model_device
+from sparselens.bridges.bridges import SPARSE_AFRAC, Bridges, check_encoder_afrac, encoder_k, is_bridges_dir, model_device
 from sparselens.bridges.fit import fit_least_squares
 from sparselens.bridges.losses import bridge_losses, frozen_parameters
 from sparselens.bridges.sites import check_pair
@@ -92,9 +92,11 @@ class BridgeTrainConfig:
         warmup: fraction of the steps of linear warmup.
         encoder_afrac: the encoders' AbsTopK fraction: ``"sparse"`` (the sparse model's afrac), a
             fraction in (0, 1], or None (linear encoders).
-        init: how new bridges start: ``"random"`` (``N(0, 1/d_in)`` matrices, zero biases) or
+        init: how the bridges start: ``"random"`` (``N(0, 1/d_in)`` matrices, zero biases),
             ``"lstsq"`` (every map the ridge regression on the first ``init_seqs`` training
-            sequences, :func:`~sparselens.bridges.fit_least_squares`).
+            sequences, :func:`~sparselens.bridges.fit_least_squares`), or saved bridges to go on
+            training (a directory :meth:`Bridges.save_pretrained` wrote, or a shipped name; they
+            must have been made for this pair).
         init_seqs: training sequences the ``"lstsq"`` fit reads.
         seed: seeds the bridges' initial weights and the batch order.
         device: for the command line: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
@@ -134,8 +136,11 @@ class BridgeTrainConfig:
             self.data = build_dataclass(DataConfig, self.data, "data")
         if isinstance(self.tracking, dict):
             self.tracking = build_dataclass(TrackingConfig, self.tracking, "tracking")
-        if self.init not in INITS:
-            raise InputError(f"init must be one of {', '.join(INITS)}, got {self.init!r}{closest_hint(self.init, INITS)}")
+        if self.init not in INITS and not is_bridges_dir(self.init):
+            raise InputError(
+                f"init must be one of {', '.join(INITS)} or a bridges directory (or shipped name), got {self.init!r}"
+                f"{closest_hint(self.init, INITS)}"
+            )
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "init_seqs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -243,6 +248,8 @@ class BridgeTrainer:
         self.out_dir = Path(cfg.out_dir)
         n_ctx = min(dense.cfg.n_ctx, sparse.cfg.n_ctx)
         self.tokens = as_token_splits(cfg.data if tokens is None else tokens, cfg, sparse.cfg.d_vocab, n_ctx)
+        if bridges is None and cfg.init not in INITS:
+            bridges = Bridges.from_pretrained(cfg.init, dense=dense, sparse=sparse)  # a resumed run then loads its own weights
         if bridges is None:
             bridges = Bridges.for_models(dense, sparse, encoder_afrac=cfg.encoder_afrac, seed=cfg.seed)
             if cfg.init == "lstsq" and not resume:  # a resumed run loads its weights instead
