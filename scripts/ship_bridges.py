@@ -1,6 +1,12 @@
 """Ship a finished bridge training run: the bridges, their evaluation and a steering experiment.
 
     python scripts/ship_bridges.py runs/bridges-pygen-2l-128 --config configs/bridges-pygen-2l-128.yaml
+    python scripts/ship_bridges.py runs/pygen-sparse-2l-128-bridged-w03 --config configs/pygen-sparse-2l-128-bridged-w03.yaml \
+        --sparse sparse-pygen-2l-128-bridged
+
+The run is a post-hoc one (``sparselens bridges train``) or a sparse model trained from scratch
+with its bridges (``sparselens train`` with a ``bridge:`` section); for the latter ``--sparse``
+names the run's model as shipped (scripts/ship_model.py), which the bridges are then bound to.
 
 Writes ``sparselens/pretrained/bridges-pygen-2l-128/`` (the bridges, the run's config and
 ``metrics.jsonl``, ``evaluation.{json,md}``, ``steering.{json,md}``, the circuit steered through,
@@ -19,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from sparselens import HookedSparseTransformer, PruneConfig, prune
 from sparselens.bridges import Bridges, BridgeTrainConfig, circuit_residual_channels, evaluate_bridges, most_differing_channel, steer
@@ -32,19 +39,43 @@ from sparselens.train import load_tokens
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def card(name: str, cfg: BridgeTrainConfig, config: Path, metrics: list[dict], evaluation, steering, circuit) -> str:
+def run_config(run: Path, sparse: str | None) -> tuple[BridgeTrainConfig, str, str]:
+    """``(cfg, how, command)``: the run's bridge config (its sparse model ``sparse`` when given), how
+    the bridges were trained and the command that trained them (``{config}`` for the config file)."""
+    train_cfg = yaml.safe_load((run / "config.yaml").read_text())
+    if "bridge" not in train_cfg:  # a post-hoc run: config.yaml is its BridgeTrainConfig
+        cfg = BridgeTrainConfig.from_yaml(run / "config.yaml")
+        how = f"trained post hoc (both models frozen, init {cfg.init!r})"
+        command = "sparselens bridges train --config {config}"
+    else:
+        cfg = BridgeTrainConfig.from_yaml(run / "bridges" / "train_config.yaml")
+        spec = train_cfg["bridge"]
+        how = (f"trained with the sparse model from scratch next to the frozen dense one, the paper's setup (bridge "
+               f"weight {spec.get('weight', 1.0)}, {spec.get('kl_sites_per_step') or 'every'} KL site(s) per step)")
+        command = "sparselens train --config {config}"
+    if sparse is not None:
+        cfg.sparse = sparse
+    elif "bridge" in train_cfg:
+        raise SystemExit("a from-scratch bridged run: name its shipped model with --sparse (scripts/ship_model.py first)")
+    return cfg, how, command
+
+
+def card(
+    name: str, cfg: BridgeTrainConfig, how: str, command: str, config: Path, metrics: list[dict], evaluation, steering, circuit
+) -> str:
     beats = evaluation.beats_baselines()
     last = [m for m in metrics if m["event"] == "train"][-1]
-    seconds = sum(m.get("seconds_per_step", 0.0) * cfg.log_every for m in metrics if m["event"] == "train")
+    records = [m for m in metrics if m["event"] == "train"]
+    seconds = sum(m.get("seconds_per_step", 0.0) * (m["step"] - before["step"]) for before, m in zip(records, records[1:]))
     return f"""# {name}
 
 Bridges between the shipped loss-matched pair `{cfg.dense}` (dense) and `{cfg.sparse}` (weight-sparse):
 per site (the embedding output, before each attention block and each MLP, the final residual) an
 encoder `f_i(h) = AbsTopK(h W_enc + b_enc)` (dense -> sparse; encoder_afrac {cfg.encoder_afrac!r}) and a
-linear decoder `g_i` (sparse -> dense), trained post hoc (both models frozen, init {cfg.init!r}) on
-this project's own CPU machine (2 cores, one thread) with
+linear decoder `g_i` (sparse -> dense), {how}, on this project's own CPU machine (2 cores, one
+thread) with
 
-    sparselens bridges train --config {config.as_posix()}
+    {command.format(config=config.as_posix())}
 
 (`train_config.yaml` here is that file): {last['step']} steps of {cfg.batch_size} sequences of generated Python,
 about {seconds / 60:.0f} minutes. `metrics.jsonl` is the run's own log.
@@ -73,13 +104,14 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the finished run's out_dir")
     parser.add_argument("--config", type=Path, required=True, help="the config the run was trained with (repository-relative)")
     parser.add_argument("--name", default="bridges-pygen-2l-128")
+    parser.add_argument("--sparse", help="a from-scratch bridged run's sparse model, as shipped (its name)")
     parser.add_argument("--site", default="L1.resid_pre", help="the bridge site to steer at")
     parser.add_argument("--eval-seqs", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=64, help="test pairs of the steering experiment")
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    cfg = BridgeTrainConfig.from_yaml(args.run / "config.yaml")
+    cfg, how, command = run_config(args.run, args.sparse)
     dense = HookedSparseTransformer.from_pretrained(cfg.dense)
     sparse = HookedSparseTransformer.from_pretrained(cfg.sparse)
     bridges = Bridges.from_pretrained(args.run / "bridges", dense=dense, sparse=sparse)
@@ -112,7 +144,7 @@ def main() -> None:
     print(steering.table())
 
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    write_text_atomic(out / "README.md", card(args.name, cfg, args.config, metrics, evaluation, steering, circuit))
+    write_text_atomic(out / "README.md", card(args.name, cfg, how, command, args.config, metrics, evaluation, steering, circuit))
     print(f"shipped to {out} ({sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
 
 
