@@ -9,8 +9,8 @@ transposed to features-major (``xb[i, t]``), then
 
 one vectorised multiply-add over the block's tokens per nonzero, in ascending ``i``, and ``yb`` is
 transposed back into ``y``, the bias added. Both buffers stay in cache. It runs in the calling
-thread (sharing the blocks with a second Python thread measured no faster inside a two-thread
-training step: torch's OpenMP workers hold the other core). The backward's ``dx`` is the same
+thread: sharing the blocks with a second Python thread, or among numba's threads (``prange``),
+measured no faster inside a two-thread training step (docs/performance.md). The backward's ``dx`` is the same
 kernel on the nonzeros of ``W.T``; ``dW`` stays a dense matmul (the sparsifier needs the gradient
 of every weight, zero or not) and ``db`` a sum.
 
