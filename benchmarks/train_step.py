@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7, help="timed steps of each (median reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--data-threads", type=int, default=None,
+                        help="the trainer's data_threads (default: its own choice, the thread count on a CPU; 1: no split)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out_dir:
         cfg = TrainConfig(
             model=model_cfg, n_steps=100, batch_size=args.batch, l0_target=args.l0, device=str(device),
-            out_dir=out_dir, progress=False, bf16=False,
+            out_dir=out_dir, progress=False, bf16=False, data_threads=args.data_threads,
         )
         trainer = Trainer(cfg, tokens=TokenSplits(train=tokens, val=tokens[: args.batch]))
         trainer.step = cfg.n_steps // 2 + 1  # past the anneal: the L0 is the target
@@ -191,7 +193,8 @@ def main() -> None:
     cpu = {name: statistics.median(t[1] for t in ts) for name, ts in times.items()}
     print(
         f"d_model {args.d_model}, {args.n_layers} layers, d_mlp {model_cfg.d_mlp}, d_vocab 2048, batch "
-        f"{args.batch} x {args.n_ctx} tokens, L0 {l0:g}, {args.device}, {torch.get_num_threads()} threads"
+        f"{args.batch} x {args.n_ctx} tokens, L0 {l0:g}, {args.device}, {torch.get_num_threads()} threads, "
+        f"the trainer's batch split over {trainer.data_threads} thread(s)"
     )
     for name in times:
         print(f"  {name:<22} {wall[name] * 1e3:9.1f} ms/step wall, {cpu[name] * 1e3:9.1f} ms CPU (medians of {args.steps})")

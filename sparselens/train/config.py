@@ -132,6 +132,12 @@ class TrainConfig:
         weight_decay: decoupled weight decay on matrices, applied after masking (METHOD: 0.1).
         seed: seeds the data order (and the weights when ``model.seed`` is None).
         bf16: bf16 autocast of the forward on CUDA (ignored on CPU).
+        data_threads: on the CPU, split each batch into this many shards whose forward and
+            backward run at once on as many threads, each op on one thread
+            (:mod:`~sparselens.train.thread_parallel`); None: torch's intra-op thread count (at
+            most the batch); 1: off. The gradients equal the whole batch's to float rounding. Only
+            for one process on the CPU without ``bridge`` (the bridge terms' NMSE does not split
+            over rows).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out_dir: where checkpoints, metrics, curves and the final model go.
         log_every: steps between train-loss records (the only host syncs of the step loop).
@@ -161,6 +167,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     bf16: bool = True
+    data_threads: Optional[int] = None
     device: str = "auto"
     out_dir: str = "runs/train"
     log_every: int = 10
@@ -203,6 +210,9 @@ class TrainConfig:
             )
         if not 0.0 <= self.warmup <= 1.0:
             raise ValueError(f"warmup must be a fraction in [0, 1], got {self.warmup}")
+        t = self.data_threads
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+            raise ValueError(f"data_threads must be a positive integer or null (torch's thread count), got {t!r}")
         if not isinstance(self.floor, int) or self.floor < 0:
             raise ValueError(f"floor must be an integer >= 0, got {self.floor!r}")
         for name in ("beta1", "beta2"):

@@ -3,7 +3,8 @@
 One optimizer step (:meth:`Trainer.train_step`), with ``i`` the 0-based step index:
 
 1. forward (bf16 autocast on CUDA) and backward of the mean next-token cross-entropy; under
-   data parallelism DDP averages the gradients across ranks during backward;
+   data parallelism DDP averages the gradients across ranks during backward; on a CPU the batch's
+   rows are split over ``data_threads`` threads that run at once (:mod:`.thread_parallel`);
 2. divide all gradients by their global RMS;
 3. Adam (betas 0.9/0.95, eps 0.1, no built-in decay) at the sharkfin learning rate ``lr(i)``;
 4. prune every sparsified matrix to the L0 fraction ``l0(i)`` (per-matrix top-|w| with the floor);
@@ -56,6 +57,7 @@ from sparselens.train.metrics import MetricsLog, plot_metrics, validation_stats
 from sparselens.train.optim import build_adam, decay_, decayed_parameters, normalize_grad_rms_
 from sparselens.train.schedule import l0_fraction, learning_rate
 from sparselens.train.sparsifier import WeightSparsifier
+from sparselens.train.thread_parallel import backward_in_threads
 from sparselens.train.tracking import open_sinks
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class Trainer:
         step: optimizer steps completed.
         sparsifier: the :class:`WeightSparsifier` (its ``targets`` list the pruned parameters).
         bridges: with ``cfg.bridge``, the :class:`~sparselens.bridges.Bridges` being trained (else None).
+        data_threads: shards of each batch run at once on as many CPU threads (``cfg.data_threads``; 1: none).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Trainer:
             self._params += list(self.bridges.parameters())
         self._decayed = decayed_parameters(self.model)
         self.optimizer = build_adam(self._params, cfg.lr, (cfg.beta1, cfg.beta2), cfg.adam_eps)
+        self.data_threads = self._data_threads()
         self.metrics = MetricsLog(self.out_dir / METRICS_FILE)
         self.step = 0
         self._pending: list[Tensor] = []  # 0-d device losses not yet synced
@@ -157,6 +161,24 @@ class Trainer:
         check_pair(dense, self.model)
         bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
         return dense, bridges.to(self.device)
+
+    def _data_threads(self) -> int:
+        """Shards of each step's batch run at once on as many threads (``cfg.data_threads``); 1: no split."""
+        asked = self.cfg.data_threads
+        where = None
+        if self.device.type != "cpu":
+            where = f"on {self.device.type}"
+        elif self.world_size > 1:
+            where = "under data parallelism across processes"
+        elif self.cfg.bridge is not None:
+            where = "with bridge: (the bridge terms' NMSE is a ratio over the whole batch)"
+        if where is not None:
+            if asked is not None and asked > 1:
+                raise InputError(f"data_threads={asked} splits the CPU batches of one process; it does not apply {where}: leave it unset")
+            return 1
+        if asked is not None and asked > self.cfg.batch_size:
+            raise InputError(f"data_threads={asked} is more than batch_size={self.cfg.batch_size} rows to split; lower it")
+        return asked if asked is not None else min(torch.get_num_threads(), self.cfg.batch_size)
 
     # ---------------------------------------------------------------- schedules
     def l0_at(self, index: int) -> float:
@@ -189,12 +211,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast(), self.model.fused_attention():
-            if self.bridges is None:
-                loss = self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
-                total = loss
-            else:
+            if self.bridges is not None:
                 loss, total = self._bridged_loss(tokens, index)
-        total.backward()
+                total.backward()
+            elif self.data_threads > 1:
+                loss = backward_in_threads(self._next_token_loss, tokens, self._params, self.data_threads)
+            else:
+                loss = self._next_token_loss(tokens)
+                loss.backward()
         normalize_grad_rms_(self._params)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,6 +226,9 @@ class Trainer:
         decay_(self._decayed, lr, self.cfg.weight_decay)
         self.step += 1
         return loss.detach()
+
+    def _next_token_loss(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, ""]:
+        return self._forward_module(tokens, return_type="loss", check_tokens=False)  # checked up front
 
     def _bridged_loss(self, tokens: Int[Tensor, "batch pos"], index: int) -> tuple[Tensor, Tensor]:
         """``(next-token loss, loss to minimise)`` of step ``index`` with the bridge terms (``cfg.bridge``)."""
