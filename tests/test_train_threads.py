@@ -4,13 +4,13 @@ import threading
 
 import pytest
 import torch
+from conftest import randomize, tiny_config
+from test_train import tiny_train_config
 
 from sparselens import HookedSparseTransformer
 from sparselens.errors import InputError
 from sparselens.train import Trainer
 from sparselens.train.thread_parallel import backward_in_threads
-from conftest import randomize, tiny_config
-from test_train import tiny_train_config
 
 
 def whole_batch_gradients(model, tokens):
