@@ -74,12 +74,12 @@ def backward_in_threads(
         torch.set_num_threads(previous)
     with torch.no_grad():
         for i, p in enumerate(params):
-            grads = [g[i] for _, g in results if g[i] is not None]
+            grads = [g for g in (shard_grads[i] for _, shard_grads in results) if g is not None]
             if not grads:
                 continue
             total = grads[0]
             for g in grads[1:]:  # in shard order: deterministic
-                total = total.add_(g)
+                total.add_(g)
             p.grad = total if p.grad is None else p.grad.add_(total)
     loss = results[0][0]
     for other, _ in results[1:]:
