@@ -1,9 +1,14 @@
 """The notebooks run top to bottom and show their plots, reports and the viewer, offline; they are stored without outputs."""
 
+import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import mkdocs_hooks  # noqa: E402  # scripts/ is not a package
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "01_quickstart.ipynb"
 
@@ -13,12 +18,18 @@ def html_outputs(cell) -> str:
 
 
 def executed(path: Path, workdir: Path) -> dict:
-    """Run the notebook top to bottom in ``workdir``; its code cells by first line, with no error output."""
+    """Run the notebook top to bottom in ``workdir``, progress bars off as in the docs build; its code
+    cells by first line, with no error output. With SPARSELENS_EXECUTED_NOTEBOOKS=1 the executed
+    notebook is saved for the docs build to render (scripts/mkdocs_hooks.py)."""
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TQDM_DISABLE", "1")  # the kernel inherits the environment
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
+    if mkdocs_hooks.enabled():
+        mkdocs_hooks.save_executed(nb, path)
     sources = {c.source.splitlines()[0]: c for c in code}
     return sources
 
@@ -115,3 +126,30 @@ def test_bridges_notebook_evaluates_and_steers_with_the_shipped_bridges(tmp_path
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), first
     steering = text_outputs(sources["result = steer(dense, sparse, bridges, site, channel, batch, reference_tokens=val, progress=False)"])
     assert "| 1.00 |" in steering and "ratio rms_dense/rms_sparse" in steering
+
+
+def test_docs_build_renders_the_tests_executed_copy_and_refuses_a_missing_or_stale_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mkdocs.exceptions import PluginError
+
+    monkeypatch.setattr(mkdocs_hooks, "EXECUTED_DIR", tmp_path / "executed-notebooks")
+    source = tmp_path / "notebooks" / "x.ipynb"
+    source.parent.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(nb, source)
+    page = SimpleNamespace(abs_src_path=str(source))
+    monkeypatch.setenv(mkdocs_hooks.ENV_VAR, "1")
+    with pytest.raises(PluginError, match="does not exist"):
+        mkdocs_hooks.on_files([page], None)
+    copy = mkdocs_hooks.save_executed(nbformat.read(source, as_version=4), source)
+    mkdocs_hooks.on_files([page], None)
+    assert page.abs_src_path == str(copy) and copy.parent.name == "executed-notebooks"
+    nb.cells[0].source = "2 + 2"  # the notebook changed after the tests ran it
+    nbformat.write(nb, source)
+    with pytest.raises(PluginError, match="another version"):
+        mkdocs_hooks.on_files([SimpleNamespace(abs_src_path=str(source))], None)
+    monkeypatch.setenv(mkdocs_hooks.ENV_VAR, "0")  # unset: the build executes the source itself
+    untouched = SimpleNamespace(abs_src_path=str(source))
+    mkdocs_hooks.on_files([untouched], None)
+    assert untouched.abs_src_path == str(source)
