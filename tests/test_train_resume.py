@@ -7,7 +7,7 @@ import torch
 from test_train import tiny_train_config
 
 from sparselens import HookedSparseTransformer
-from sparselens.errors import CheckpointError
+from sparselens.errors import CheckpointError, InputError
 from sparselens.train import Trainer, TrainingDivergedError
 from sparselens.train.trainer import CHECKPOINT_FILE, METRICS_FILE, NONFINITE_CHECKPOINT_FILE
 
@@ -124,3 +124,29 @@ def test_nan_loss_stops_naming_the_step_after_saving_a_checkpoint(tmp_path):
     saved = torch.load(tmp_path / NONFINITE_CHECKPOINT_FILE, weights_only=True)
     assert saved["step"] == 8
     assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["step"] == 3
+
+
+def test_init_starts_a_fine_tune_from_a_saved_model(tmp_path):
+    """init: the run starts from the saved weights exactly, a resumed fine-tune continues from its
+    checkpoint (not from init again), and an architecture mismatch or a missing model is refused."""
+    first = Trainer(tiny_train_config(tmp_path / "first", n_steps=6))
+    first.train()
+    saved = tmp_path / "first" / "model"
+    cfg = tiny_train_config(tmp_path / "tune", n_steps=4, init=str(saved), anneal_start=0.0, anneal_end=0.0, seed=3)
+    tune = Trainer(cfg)
+    source = HookedSparseTransformer.from_pretrained(saved)
+    for name, p in tune.model.named_parameters():
+        assert torch.equal(p, source.get_parameter(name)), name
+    tune.train(stop_at=2)
+    resumed = Trainer(cfg, resume=True)
+    assert resumed.step == 2
+    for name, p in resumed.model.named_parameters():
+        assert torch.equal(p, tune.model.get_parameter(name)), name
+    resumed.train()
+    assert resumed.current_l0 == cfg.l0_target
+    with pytest.raises(InputError, match="another architecture.*d_model"):
+        Trainer(tiny_train_config(tmp_path / "bad", init=str(saved), model=dict(d_model=64)))
+    with pytest.raises((CheckpointError, FileNotFoundError)):
+        Trainer(tiny_train_config(tmp_path / "missing", init=str(tmp_path / "nowhere")))
+    with pytest.raises(ValueError, match="init must name"):
+        tiny_train_config(tmp_path / "empty", init="")

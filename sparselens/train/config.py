@@ -148,6 +148,9 @@ class TrainConfig:
         progress: show a tqdm progress bar.
         tracking: TensorBoard and W&B besides ``metrics.jsonl`` (:class:`~sparselens.train.tracking.TrackingConfig`).
         bridge: train bridges to a frozen dense model with the model (:class:`BridgeLossConfig`; None: no bridges).
+        init: start from this saved model's weights instead of a random initialisation (a model
+            directory or registered name with ``model``'s architecture): a fine-tune. With
+            ``anneal_start: 0`` and ``anneal_end: 0`` its weights stay at ``l0_target`` from step 2.
     """
 
     model: SparseTransformerConfig
@@ -178,6 +181,7 @@ class TrainConfig:
     progress: bool = True
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     bridge: Optional[BridgeLossConfig] = None
+    init: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.bridge, dict):
@@ -210,6 +214,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.warmup <= 1.0:
             raise ValueError(f"warmup must be a fraction in [0, 1], got {self.warmup}")
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ValueError(f"init must name a saved model directory or a registered model, got {self.init!r}")
         t = self.data_threads
         if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
             raise ValueError(f"data_threads must be a positive integer or null (torch's thread count), got {t!r}")

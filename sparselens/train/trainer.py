@@ -137,6 +137,8 @@ class Trainer:
         self._window: list[float] = []  # synced losses since the last train record
         self._clock: Optional[tuple[float, int]] = None  # (time, step) at the last train record of this process
         self._last_good_checkpoint: Optional[tuple[Path, int]] = None
+        if cfg.init is not None and not resume:  # a resumed run loads its own weights
+            self._load_init(cfg.init)
         if resume:
             self.load(self.out_dir / CHECKPOINT_FILE if resume is True else Path(resume))
         if self.world_size > 1:
@@ -161,6 +163,16 @@ class Trainer:
         check_pair(dense, self.model)
         bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
         return dense, bridges.to(self.device)
+
+    def _load_init(self, name: str) -> None:
+        """Start from the weights of the saved model ``name`` (``cfg.init``), which must have this run's architecture."""
+        source = HookedSparseTransformer.from_pretrained(name, device=str(self.device))
+        saved, current = source.cfg.to_dict(), self.model.cfg.to_dict()
+        differ = sorted(k for k in set(saved) | set(current) if k not in ("device", "seed") and saved.get(k) != current.get(k))
+        if differ:
+            details = ", ".join(f"{k}: {saved.get(k)!r} there vs {current.get(k)!r} in model:" for k in differ[:6])
+            raise InputError(f"init {name!r} has another architecture ({details}); copy its config.json into model:")
+        load_state_dict_checked(self.model, source.state_dict(), source=name)
 
     def _data_threads(self) -> int:
         """Shards of each step's batch run at once on as many threads (``cfg.data_threads``); 1: no split."""
