@@ -11,7 +11,7 @@ from conftest import randomize, tiny_config
 from sparselens import HookedSparseTransformer
 from sparselens.bridges import Bridges, bridge_losses
 from sparselens.bridges.train import BRIDGES_DIR
-from sparselens.errors import CheckpointError
+from sparselens.errors import CheckpointError, InputError
 from sparselens.train import TokenSplits, TrainConfig, Trainer, synthetic_tokens
 from sparselens.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_DIR
 
@@ -143,3 +143,25 @@ def test_sparselens_train_with_a_bridge_section_then_bridges_evaluate_read_the_r
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "bridge": {"dense": str(tmp_path / "nowhere")}}))
     assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--no-progress"]) != 0
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_bridged_fine_tune_starts_from_a_saved_model_and_its_bridges(tmp_path):
+    """init: + bridge.init: the run goes on from a finished bridged run's model and bridges exactly;
+    bridges made for another starting model are refused."""
+    dense = dense_model()
+    Trainer(config(tmp_path, "first", kl_sites_per_step=1), splits(), dense=dense).train()
+    model_dir, bridges_dir = tmp_path / "first" / MODEL_DIR, tmp_path / "first" / BRIDGES_DIR
+    tune_cfg = TrainConfig(**{**config(tmp_path, "tune", kl_sites_per_step=1, init=str(bridges_dir)).__dict__,
+                              "init": str(model_dir), "anneal_start": 0.0, "anneal_end": 0.0})
+    tune = Trainer(tune_cfg, splits(), dense=dense)
+    saved = Bridges.from_pretrained(bridges_dir)
+    assert all(torch.equal(tune.bridges.state_dict()[k], v) for k, v in saved.state_dict().items())
+    start = HookedSparseTransformer.from_pretrained(model_dir)
+    assert torch.equal(tune.model(splits().val), start(splits().val))
+    tune.train()
+    assert any(not torch.equal(tune.bridges.state_dict()[k], v) for k, v in saved.state_dict().items())
+    fresh = TrainConfig(**{**config(tmp_path, "fresh", kl_sites_per_step=1, init=str(bridges_dir)).__dict__})  # no model init:
+    with pytest.raises(InputError, match="made for a sparse model"):
+        Trainer(fresh, splits(), dense=dense)
+    with pytest.raises(ValueError, match="bridge.init must name"):
+        config(tmp_path, init="")

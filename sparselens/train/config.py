@@ -93,12 +93,15 @@ class BridgeLossConfig:
         weight: multiplies the bridge terms (the next-token loss has weight 1).
         kl_sites_per_step: the hybrid-run KL terms of this many sites, drawn anew each step and
             scaled up to an unbiased sum over all sites (each costs two forwards); None: every site.
+        init: saved bridges to start from (a directory or shipped name), made for ``dense`` and
+            the model the run starts from (the run's ``init:``); None: new bridges.
     """
 
     dense: str = ""
     encoder_afrac: Union[float, str, None] = "sparse"
     weight: float = 1.0
     kl_sites_per_step: Optional[int] = None
+    init: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.dense, str) or not self.dense:
@@ -108,6 +111,8 @@ class BridgeLossConfig:
         k = self.kl_sites_per_step
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise ValueError(f"bridge.kl_sites_per_step must be a positive integer or null (every site), got {k!r}")
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ValueError(f"bridge.init must name saved bridges (a directory or shipped name), got {self.init!r}")
 
 
 @dataclass

@@ -114,6 +114,8 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         seed = cfg.model.seed if cfg.model.seed is not None else cfg.seed
         self.model = HookedSparseTransformer(dataclasses.replace(cfg.model, device=str(self.device), seed=seed))
+        if cfg.init is not None:  # before the bridges, which may be bound to it; a resumed run then loads its own weights
+            self._load_init(cfg.init)
         mcfg = self.model.cfg
         if tokens is None:
             tokens = load_tokens(cfg.data, mcfg.d_vocab, mcfg.n_ctx, cfg.seed)
@@ -137,8 +139,6 @@ class Trainer:
         self._window: list[float] = []  # synced losses since the last train record
         self._clock: Optional[tuple[float, int]] = None  # (time, step) at the last train record of this process
         self._last_good_checkpoint: Optional[tuple[Path, int]] = None
-        if cfg.init is not None and not resume:  # a resumed run loads its own weights
-            self._load_init(cfg.init)
         if resume:
             self.load(self.out_dir / CHECKPOINT_FILE if resume is True else Path(resume))
         if self.world_size > 1:
@@ -161,14 +161,18 @@ class Trainer:
         if dense is None:
             dense = HookedSparseTransformer.from_pretrained(spec.dense, device=str(self.device))
         check_pair(dense, self.model)
-        bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
+        if spec.init is not None:  # saved bridges, made for this dense model and the model as it starts (init:)
+            bridges = Bridges.from_pretrained(spec.init, dense=dense, sparse=self.model)
+        else:
+            bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
         return dense, bridges.to(self.device)
 
     def _load_init(self, name: str) -> None:
         """Start from the weights of the saved model ``name`` (``cfg.init``), which must have this run's architecture."""
         source = HookedSparseTransformer.from_pretrained(name, device=str(self.device))
         saved, current = source.cfg.to_dict(), self.model.cfg.to_dict()
-        differ = sorted(k for k in set(saved) | set(current) if k not in ("device", "seed") and saved.get(k) != current.get(k))
+        not_weights = ("device", "seed", "tokenizer_name")  # where it runs, its random init, the tokenizer set from the data
+        differ = sorted(k for k in set(saved) | set(current) if k not in not_weights and saved.get(k) != current.get(k))
         if differ:
             details = ", ".join(f"{k}: {saved.get(k)!r} there vs {current.get(k)!r} in model:" for k in differ[:6])
             raise InputError(f"init {name!r} has another architecture ({details}); copy its config.json into model:")
