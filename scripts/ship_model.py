@@ -1,6 +1,7 @@
 """Copy a finished training run into the package as a shipped model.
 
     python scripts/ship_model.py runs/pygen-sparse-2l-128 sparse-pygen-2l-128 --config configs/pygen-sparse-2l-128.yaml
+    python scripts/ship_model.py runs/B NAME --config configs/B.yaml --earlier configs/A.yaml runs/A/metrics.jsonl  # B: init: A's model
 
 Writes ``sparselens/pretrained/NAME/``: the final weights re-saved in the current checkpoint format
 (weight-sparse matrices stored compactly), the tokenizer, the run's config (``train_config.yaml``),
@@ -34,8 +35,24 @@ def _describe_corpus(corpus: tuple) -> str:
     return f"the corpus `{source}` (options {options})"
 
 
-def card(name: str, model: HookedSparseTransformer, config: Path, metrics: list[dict], description: str) -> str:
-    """The model card: what it is, the command that made it, and its final numbers from the logs."""
+def _stages(earlier: list[tuple[Path, Path]], config: Path) -> str:
+    """The commands of a model trained in stages (each later one starting from the one before, ``init:``)."""
+    if not earlier:
+        return f"\n    sparselens train --config {config.as_posix()}\n\n(`train_config.yaml` here is that file)"
+    lines = []
+    for i, (stage_config, stage_metrics) in enumerate(earlier, start=1):
+        records = [json.loads(line) for line in stage_metrics.read_text().splitlines()]
+        last = [m for m in records if m["event"] == "eval"][-1]
+        lines.append(f"    sparselens train --config {stage_config.as_posix()}   # stage {i}: {last['step']} steps, "
+                     f"validation loss {last['val_loss']:.3f}; its log: metrics-stage{i}.jsonl")
+    lines.append(f"    sparselens train --config {config.as_posix()}   # stage {len(earlier) + 1}: init: the model before")
+    return ("in stages, each starting from the model the one before wrote:\n\n" + "\n".join(lines)
+            + "\n\n(`train_config.yaml` here is the last stage's config)")
+
+
+def card(name: str, model: HookedSparseTransformer, config: Path, metrics: list[dict], description: str,
+         earlier: list[tuple[Path, Path]]) -> str:
+    """The model card: what it is, the commands that made it, and its final numbers from the logs."""
     cfg = model.cfg
     last_train = [m for m in metrics if m["event"] == "train"][-1]
     last_eval = [m for m in metrics if m["event"] == "eval"][-1]
@@ -50,11 +67,8 @@ def card(name: str, model: HookedSparseTransformer, config: Path, metrics: list[
 d_mlp {cfg.d_mlp}, context {cfg.n_ctx}, AbsTopK {cfg.afrac} at {sites}, the shipped 2048-token Python
 tokenizer. {nonzero:,} of {total:,} matrix weights nonzero ({nonzero / total:.4f}). Trained on this
 project's own CPU machine (2 cores, no GPU) on {corpus} with
-
-    sparselens train --config {config.as_posix()}
-
-(`train_config.yaml` here is that file). Final step {last_train['step']}, {last_train['tokens']:,} tokens
-seen; validation loss {last_eval['val_loss']:.3f} nats per token. `metrics.jsonl` and `curves.png` are
+{_stages(earlier, config)}. Final step {last_train['step']}, {last_train['tokens']:,} tokens
+seen{' in the last stage' if earlier else ''}; validation loss {last_eval['val_loss']:.3f} nats per token. `metrics.jsonl` and `curves.png` are
 the run's own logs. `node_means.safetensors` holds the node means over 32 x 16 corpus sequences used
 for mean ablation (`sparselens.interventions.pretraining_means`).
 
@@ -68,6 +82,9 @@ def main() -> None:
     parser.add_argument("name", help="the shipped model's name (its folder in sparselens/pretrained)")
     parser.add_argument("--config", type=Path, required=True, help="the config file the run was started with")
     parser.add_argument("--description", default="", help="first sentence of the card")
+    parser.add_argument("--earlier", nargs=2, action="append", default=[], type=Path, metavar=("CONFIG", "METRICS"),
+                        help="an earlier stage of a run that started from another's model (init:): its config and "
+                             "metrics.jsonl, in order; repeat for each stage")
     args = parser.parse_args()
 
     model = HookedSparseTransformer.from_pretrained(args.run / "model")
@@ -78,11 +95,13 @@ def main() -> None:
     shutil.copy(args.config, dest / "train_config.yaml")
     for file in ("metrics.jsonl", "curves.png"):
         shutil.copy(args.run / file, dest / file)
+    for i, (_, stage_metrics) in enumerate(args.earlier, start=1):
+        shutil.copy(stage_metrics, dest / f"metrics-stage{i}.jsonl")
     metrics = [json.loads(line) for line in (dest / "metrics.jsonl").read_text().splitlines()]
     shipped = HookedSparseTransformer.from_pretrained(dest)
     with torch.no_grad():  # the means over the model's own corpus, shipped next to it
         pretraining_means(shipped, save_to=dest / MEANS_FILE)
-    (dest / "README.md").write_text(card(args.name, shipped, args.config, metrics, args.description))
+    (dest / "README.md").write_text(card(args.name, shipped, args.config, metrics, args.description, args.earlier))
     size = sum(f.stat().st_size for f in dest.iterdir())
     print(f"shipped {args.name} in {dest} ({size / 2**20:.1f} MiB)")
 
