@@ -25,7 +25,7 @@ from sparselens.bridges import (
     train_bridges,
 )
 from sparselens.bridges.bridges import CONFIG_FILE, WEIGHTS_FILE
-from sparselens.bridges.train import BRIDGES_DIR, CHECKPOINT_FILE, METRICS_FILE, SPARSE_MODEL_DIR
+from sparselens.bridges.train import BRIDGES_DIR, CHECKPOINT_FILE, METRICS_FILE, SPARSE_MODEL_DIR, BridgeTrainConfig
 from sparselens.cli import main
 from sparselens.errors import CheckpointError, InputError, UnknownNameError
 from sparselens.train import TokenSplits, WeightSparsifier, synthetic_tokens
@@ -162,7 +162,7 @@ def test_loss_terms_match_a_hand_computation():
     losses = bridge_losses(dense, sparse, bridges, tokens)
     y_dense, dense_cache = dense.run_with_cache(tokens)
     _, sparse_cache = sparse.run_with_cache(tokens)
-    hand_total = 0.0
+    hand_total = hand_weighted = 0.0
     for i, site in enumerate(bridge_sites(2)):
         h_d, h_s = dense_cache[site.hook_name], sparse_cache[site.hook_name]
         pre = h_d @ bridges.W_enc[i] + bridges.b_enc[i]
@@ -177,7 +177,9 @@ def test_loss_terms_match_a_hand_computation():
                           (losses.kl_sparse[i], kl_sparse), (losses.kl_dense[i], kl_dense)):
             assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-7), site
         hand_total += float(nmse_enc + nmse_dec + kl_sparse + kl_dense)
+        hand_weighted += float(0.25 * (nmse_enc + nmse_dec) + kl_sparse + kl_dense)
     assert losses.lm is None and float(losses.total) == pytest.approx(hand_total, rel=1e-5)  # kl_pair not in it
+    assert float(losses.weighted_total(0.25)) == pytest.approx(hand_weighted, rel=1e-5)
     assert float(losses.kl_pair) == pytest.approx(float(by_hand_kl(y_dense, sparse(tokens))), rel=1e-5)
     with_lm = bridge_losses(dense, sparse, bridges, tokens, lm_loss=True)
     assert float(with_lm.lm) == pytest.approx(float(sparse(tokens, return_type="loss")), rel=1e-6)
@@ -279,6 +281,22 @@ def test_training_reduces_the_loss_and_saves_bridges_for_the_pair(tmp_path):
     assert train[0]["loss"] == pytest.approx(sum(sum(train[0][k]) for k in ("nmse_enc", "nmse_dec", "kl_sparse_from_site", "kl_dense_from_site")))
     loaded = Bridges.from_pretrained(tmp_path / "run" / BRIDGES_DIR, dense=dense, sparse=sparse)
     assert states_equal(loaded.state_dict(), bridges.state_dict())
+
+
+def test_nmse_weight_scales_the_nmse_terms_of_the_trained_and_logged_loss(tmp_path):
+    dense, sparse = pair()
+    run(tmp_path / "zero", dense, sparse, steps=4, log_every=4, eval_every=4, nmse_weight=0.0)
+    run(tmp_path / "one", dense, sparse, steps=4, log_every=4, eval_every=4)
+    zero, one = (records(tmp_path / name / "run") for name in ("zero", "one"))
+    for record in (r for r in zero if r["event"] == "train"):  # the logged loss is the one trained: KL terms only
+        assert record["loss"] == pytest.approx(sum(record["kl_sparse_from_site"]) + sum(record["kl_dense_from_site"]))
+    start_zero, start_one = zero[0], one[0]  # step 0: the same bridges, the NMSE terms left out of one loss only
+    nmse_at_start = sum(start_one["val_nmse_enc"]) + sum(start_one["val_nmse_dec"])
+    assert start_zero["val_loss"] == pytest.approx(start_one["val_loss"] - nmse_at_start, rel=1e-5)
+    last_zero, last_one = (next(r for r in reversed(rs) if r["event"] == "eval") for rs in (zero, one))
+    assert sum(last_zero["val_nmse_enc"]) > sum(last_one["val_nmse_enc"])  # nothing pulled the reconstructions
+    with pytest.raises(InputError, match="nmse_weight must be a finite number >= 0"):
+        BridgeTrainConfig(nmse_weight=-1.0)
 
 
 @pytest.mark.parametrize("train_sparse", [False, True])

@@ -76,13 +76,22 @@ class BridgeLosses:
     @property
     def bridge_total(self) -> Float[Tensor, ""]:
         """The bridge terms summed over sites; sampled KL terms scaled by ``n_sites / n_kl`` (an unbiased sum)."""
+        return self.weighted_bridge_total(1.0)
+
+    def weighted_bridge_total(self, nmse_weight: float) -> Float[Tensor, ""]:
+        """:attr:`bridge_total` with the NMSE terms multiplied by ``nmse_weight`` (the KL terms by 1)."""
         kl_scale = self.n_sites / len(self.kl_sites)
-        return self.nmse_enc.sum() + self.nmse_dec.sum() + kl_scale * (self.kl_sparse.sum() + self.kl_dense.sum())
+        return nmse_weight * (self.nmse_enc.sum() + self.nmse_dec.sum()) + kl_scale * (self.kl_sparse.sum() + self.kl_dense.sum())
+
+    def weighted_total(self, nmse_weight: float = 1.0) -> Float[Tensor, ""]:
+        """The loss to minimise: :meth:`weighted_bridge_total` (plus ``lm``)."""
+        bridge = self.weighted_bridge_total(nmse_weight)
+        return bridge if self.lm is None else bridge + self.lm
 
     @property
     def total(self) -> Float[Tensor, ""]:
-        """The loss to minimise: :attr:`bridge_total` (plus ``lm``)."""
-        return self.bridge_total if self.lm is None else self.bridge_total + self.lm
+        """The loss to minimise with every term at weight 1: :attr:`bridge_total` (plus ``lm``)."""
+        return self.weighted_total(1.0)
 
     def packed(self) -> Float[Tensor, " terms"]:
         """All terms detached in one vector ``[nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm]`` (lm 0 if None)."""

@@ -98,6 +98,10 @@ class BridgeTrainConfig:
             training (a directory :meth:`Bridges.save_pretrained` wrote, or a shipped name; they
             must have been made for this pair).
         init_seqs: training sequences the ``"lstsq"`` fit reads.
+        nmse_weight: multiplies the NMSE terms of the loss (the KL terms have weight 1): METHOD.md's
+            loss is 1; a smaller weight lets a map trade reconstruction for agreement with the dense
+            model's output (the NMSE at a site pulls its encoder towards the sparse model's own
+            activation, whose hybrid KL is at best the pair's).
         seed: seeds the bridges' initial weights and the batch order.
         device: for the command line: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
         out_dir: where checkpoints, metrics, the bridges (and the trained sparse model) go.
@@ -121,6 +125,7 @@ class BridgeTrainConfig:
     encoder_afrac: Union[float, str, None] = SPARSE_AFRAC
     init: str = "random"
     init_seqs: int = 256
+    nmse_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
     out_dir: str = "runs/bridges"
@@ -156,6 +161,9 @@ class BridgeTrainConfig:
                 raise InputError("sparse_lr is set but train_sparse is false: the sparse model is frozen; drop sparse_lr or set train_sparse: true")
         if not 0.0 <= self.warmup <= 1.0:
             raise InputError(f"warmup must be a fraction in [0, 1], got {self.warmup}")
+        if not (isinstance(self.nmse_weight, (int, float)) and not isinstance(self.nmse_weight, bool)
+                and 0 <= self.nmse_weight < float("inf")):
+            raise InputError(f"nmse_weight must be a finite number >= 0 (1: METHOD.md's loss), got {self.nmse_weight!r}")
         if not isinstance(self.train_sparse, bool):
             raise InputError(f"train_sparse must be true or false, got {self.train_sparse!r}")
         check_encoder_afrac(self.encoder_afrac)
@@ -205,13 +213,15 @@ def as_token_splits(tokens: Union[TokenSplits, Tensor, DataConfig, str], cfg: Br
         raise InputError(str(err)) from None
 
 
-def loss_record(prefix: str, terms: list[float], n_sites: int, with_lm: bool) -> dict[str, Any]:
-    """A metrics record of :meth:`BridgeLosses.packed` terms (every site's KL), each term under ``prefix + name``."""
+def loss_record(prefix: str, terms: list[float], n_sites: int, with_lm: bool, nmse_weight: float = 1.0) -> dict[str, Any]:
+    """A metrics record of :meth:`BridgeLosses.packed` terms (every site's KL), each term under ``prefix + name``,
+    and ``prefix + "loss"``, the loss they make with the NMSE terms weighted by ``nmse_weight``."""
     record: dict[str, Any] = {f"{prefix}{name}": terms[j * n_sites : (j + 1) * n_sites] for j, name in enumerate(TERMS)}
     record[f"{prefix}kl_pair"] = terms[-2]  # the baseline, not part of the loss
     if with_lm:
         record[f"{prefix}lm_loss"] = terms[-1]
-    record[f"{prefix}loss"] = sum(terms[:-2]) + terms[-1]  # the lm entry is 0 without the lm loss
+    nmse, kl = terms[: 2 * n_sites], terms[2 * n_sites : -2]  # TERMS: nmse_enc, nmse_dec, kl_sparse, kl_dense
+    record[f"{prefix}loss"] = nmse_weight * sum(nmse) + sum(kl) + terms[-1]  # the lm entry is 0 without the lm loss
     return record
 
 
@@ -294,7 +304,7 @@ class BridgeTrainer:
         fused = [getattr(m, "fused_attention", contextlib.nullcontext)() for m in (self.dense, self.sparse)]  # as the trainer
         with self._frozen(), fused[0], fused[1]:
             losses = bridge_losses(self.dense, self.sparse, self.bridges, tokens, lm_loss=self.cfg.train_sparse)
-            losses.total.backward()
+            losses.weighted_total(self.cfg.nmse_weight).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self._masks:
@@ -351,7 +361,7 @@ class BridgeTrainer:
         return self.sampler.batch(index).to(self.device)
 
     def _record(self, prefix: str, terms: list[float]) -> dict[str, Any]:
-        return loss_record(prefix, terms, self.bridges.cfg.n_sites, self.cfg.train_sparse)
+        return loss_record(prefix, terms, self.bridges.cfg.n_sites, self.cfg.train_sparse, self.cfg.nmse_weight)
 
     def _log_train(self, bar: Any) -> None:
         if not self._window:
