@@ -25,7 +25,7 @@ from sparselens.bridges import (
     train_bridges,
 )
 from sparselens.bridges.bridges import CONFIG_FILE, WEIGHTS_FILE
-from sparselens.bridges.train import BRIDGES_DIR, CHECKPOINT_FILE, METRICS_FILE, SPARSE_MODEL_DIR, BridgeTrainConfig
+from sparselens.bridges.train import BRIDGES_DIR, CHECKPOINT_FILE, METRICS_FILE, SPARSE_MODEL_DIR
 from sparselens.cli import main
 from sparselens.errors import CheckpointError, InputError, UnknownNameError
 from sparselens.train import TokenSplits, WeightSparsifier, synthetic_tokens
