@@ -153,3 +153,12 @@ def test_docs_build_renders_the_tests_executed_copy_and_refuses_a_missing_or_sta
     untouched = SimpleNamespace(abs_src_path=str(source))
     mkdocs_hooks.on_files([untouched], None)
     assert untouched.abs_src_path == str(source)
+
+
+def test_mkdocs_config_loads_with_the_notebook_hook():
+    """mkdocs validates the whole config (plugins, hooks) as `./run docs` would, without building."""
+    from mkdocs.config import load_config
+
+    config = load_config(str(Path(__file__).resolve().parents[1] / "mkdocs.yml"))
+    assert [Path(h).name for h in config["hooks"]] == ["mkdocs_hooks.py"]
+    assert "mkdocs-jupyter" in config["plugins"] and "mkdocstrings" in config["plugins"]
