@@ -74,6 +74,29 @@ def test_sampled_kl_sites_are_scaled_to_an_unbiased_sum_and_drawn_from_the_step(
     assert sum(mean_over_pairs) / len(mean_over_pairs) == pytest.approx(float(full.kl_sparse.sum() + full.kl_dense.sum()), rel=1e-5)
 
 
+def test_site_weights_multiply_each_sites_nmse_and_kl_terms_sampled_or_not(tmp_path):
+    dense = dense_model()
+    weights = [3.0, 0.0, 1.0, 0.5, 2.0]  # tiny_config has 2 layers: 5 sites
+    tokens = splits().train[:4]
+    for sampled in (None, 2):
+        trainer = Trainer(config(tmp_path, f"w{sampled}", weight=0.5, site_weights=weights, kl_sites_per_step=sampled),
+                          splits(), dense=dense)
+        full = bridge_losses(dense, trainer.model, trainer.bridges, tokens, lm_loss=True)
+        n_sites = trainer.bridges.cfg.n_sites
+        chosen = list(range(n_sites)) if sampled is None else torch.randperm(n_sites, generator=torch.Generator().manual_seed(1))[:2].tolist()
+        by_hand = sum(weights[i] * float(full.nmse_enc[i] + full.nmse_dec[i]) for i in range(n_sites))
+        by_hand += n_sites / len(chosen) * sum(weights[i] * float(full.kl_sparse[i] + full.kl_dense[i]) for i in chosen)
+        assert float(trainer._bridged_loss(tokens, 1)[1]) == pytest.approx(float(full.lm) + 0.5 * by_hand, rel=1e-5)
+
+
+def test_site_weights_need_one_finite_non_negative_number_per_site(tmp_path):
+    for bad in ([1.0, -1.0, 1, 1, 1], [0, 0, 0, 0, 0], [1, float("nan"), 1, 1, 1], [1, "x", 1, 1, 1], []):
+        with pytest.raises(ValueError, match="site_weights must be a list of finite numbers >= 0"):
+            config(tmp_path, site_weights=bad)
+    with pytest.raises(InputError, match=r"site_weights has 3 entries; 2 layers have 5 bridge sites \(L0.resid_pre, "):
+        Trainer(config(tmp_path, site_weights=[1, 1, 1]), splits(), dense=dense_model())
+
+
 def test_a_bridged_run_anneals_l0_keeps_the_dense_model_frozen_and_saves_bridges_for_the_trained_model(tmp_path):
     dense = dense_model()
     before = copy.deepcopy(dense.state_dict())

@@ -78,10 +78,19 @@ class BridgeLosses:
         """The bridge terms summed over sites; sampled KL terms scaled by ``n_sites / n_kl`` (an unbiased sum)."""
         return self.weighted_bridge_total(1.0)
 
-    def weighted_bridge_total(self, nmse_weight: float) -> Float[Tensor, ""]:
-        """:attr:`bridge_total` with the NMSE terms multiplied by ``nmse_weight`` (the KL terms by 1)."""
+    def weighted_bridge_total(self, nmse_weight: float, site_weights: Optional[Sequence[float]] = None) -> Float[Tensor, ""]:
+        """:attr:`bridge_total` with the NMSE terms multiplied by ``nmse_weight`` (the KL terms by 1) and
+        every term of site ``i`` by ``site_weights[i]`` (default 1 at every site)."""
         kl_scale = self.n_sites / len(self.kl_sites)
-        return nmse_weight * (self.nmse_enc.sum() + self.nmse_dec.sum()) + kl_scale * (self.kl_sparse.sum() + self.kl_dense.sum())
+        if site_weights is None:
+            w = torch.ones(self.n_sites, device=self.nmse_enc.device)
+        elif len(site_weights) != self.n_sites:
+            raise InputError(f"site_weights has {len(site_weights)} entries for {self.n_sites} bridge sites; give one per site")
+        else:
+            w = torch.tensor([float(x) for x in site_weights], device=self.nmse_enc.device)
+        w_kl = w[list(self.kl_sites)]
+        nmse_terms = (w * (self.nmse_enc + self.nmse_dec)).sum()
+        return nmse_weight * nmse_terms + kl_scale * (w_kl * (self.kl_sparse + self.kl_dense)).sum()
 
     def weighted_total(self, nmse_weight: float = 1.0) -> Float[Tensor, ""]:
         """The loss to minimise: :meth:`weighted_bridge_total` (plus ``lm``)."""

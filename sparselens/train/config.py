@@ -77,6 +77,10 @@ class DataConfig:
             raise ValueError(f"data.synthetic_sequences must be >= 1, got {self.synthetic_sequences}")
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 @dataclass
 class BridgeLossConfig:
     """Bridges trained with the model next to a frozen dense one (METHOD.md section 5, the paper's setup).
@@ -95,6 +99,8 @@ class BridgeLossConfig:
             scaled up to an unbiased sum over all sites (each costs two forwards); None: every site.
         init: saved bridges to start from (a directory or shipped name), made for ``dense`` and
             the model the run starts from (the run's ``init:``); None: new bridges.
+        site_weights: one factor per bridge site (2 * n_layers + 1, in forward order) on that
+            site's NMSE and KL terms, e.g. to favour the embedding site; None: 1 at every site.
     """
 
     dense: str = ""
@@ -102,8 +108,15 @@ class BridgeLossConfig:
     weight: float = 1.0
     kl_sites_per_step: Optional[int] = None
     init: Optional[str] = None
+    site_weights: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
+        w = self.site_weights
+        if w is not None and (not isinstance(w, (list, tuple)) or not w or not any(x > 0 for x in w if _is_number(x))
+                              or not all(_is_number(x) and 0 <= x < float("inf") for x in w)):
+            raise ValueError(f"bridge.site_weights must be a list of finite numbers >= 0, one per site, not all 0; got {w!r}")
+        if w is not None:
+            self.site_weights = [float(x) for x in w]
         if not isinstance(self.dense, str) or not self.dense:
             raise ValueError("bridge.dense must name the frozen dense model (a registered name or a saved directory)")
         if not (isinstance(self.weight, (int, float)) and 0 < self.weight < float("inf")):

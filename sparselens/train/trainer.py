@@ -160,7 +160,10 @@ class Trainer:
             raise InputError("training with bridges (bridge:) runs on one process; drop torchrun or the bridge: section")
         if dense is None:
             dense = HookedSparseTransformer.from_pretrained(spec.dense, device=str(self.device))
-        check_pair(dense, self.model)
+        sites = check_pair(dense, self.model)
+        if spec.site_weights is not None and len(spec.site_weights) != len(sites):
+            raise InputError(f"bridge.site_weights has {len(spec.site_weights)} entries; {self.model.cfg.n_layers} layers have "
+                             f"{len(sites)} bridge sites ({', '.join(s.label for s in sites)}): give one per site")
         if spec.init is not None:  # saved bridges, made for this dense model and the model as it starts (init:)
             bridges = Bridges.from_pretrained(spec.init, dense=dense, sparse=self.model)
         else:
@@ -260,7 +263,7 @@ class Trainer:
         with frozen_parameters(self.dense.parameters()), dense_attention():
             losses = bridge_losses(self.dense, self.model, self.bridges, tokens, lm_loss=True, kl_sites=kl_sites)
         assert losses.lm is not None
-        return losses.lm, losses.lm + spec.weight * losses.bridge_total
+        return losses.lm, losses.lm + spec.weight * losses.weighted_bridge_total(1.0, spec.site_weights)
 
     def _batch(self, index: int) -> Int[Tensor, "batch pos"]:
         tokens = self.sampler.batch(index)
