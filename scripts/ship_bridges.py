@@ -50,7 +50,8 @@ def run_config(run: Path, sparse: str | None) -> tuple[BridgeTrainConfig, str, s
     else:
         cfg = BridgeTrainConfig.from_yaml(run / "bridges" / "train_config.yaml")
         spec = train_cfg["bridge"]
-        how = (f"trained with the sparse model from scratch next to the frozen dense one, the paper's setup (bridge "
+        start = "from an earlier stage's model and bridges" if train_cfg.get("init") else "from scratch"
+        how = (f"trained with the sparse model ({start}) next to the frozen dense one, the paper's setup (bridge "
                f"weight {spec.get('weight', 1.0)}, {spec.get('kl_sites_per_step') or 'every'} KL site(s) per step)")
         command = "sparselens train --config {config}"
     if sparse is not None:
@@ -67,6 +68,10 @@ def card(
     last = [m for m in metrics if m["event"] == "train"][-1]
     records = [m for m in metrics if m["event"] == "train"]
     seconds = sum(m.get("seconds_per_step", 0.0) * (m["step"] - before["step"]) for before, m in zip(records, records[1:]))
+    stages_note = ""
+    if (SHIPPED_DIR / cfg.sparse / "metrics-stage1.jsonl").is_file():
+        stages_note = (f" That was the last stage of several; the sparse model's card,\n"
+                       f"`sparselens/pretrained/{cfg.sparse}/README.md`, lists every stage's command and log.")
     return f"""# {name}
 
 Bridges between the shipped loss-matched pair `{cfg.dense}` (dense) and `{cfg.sparse}` (weight-sparse):
@@ -78,7 +83,7 @@ thread) with
     {command.format(config=config.as_posix())}
 
 (`train_config.yaml` here is that file): {last['step']} steps of {cfg.batch_size} sequences of generated Python,
-about {seconds / 60:.0f} minutes. `metrics.jsonl` is the run's own log.
+about {seconds / 60:.0f} minutes. `metrics.jsonl` is the run's own log.{stages_note}
 
 Load them with `Bridges.from_pretrained("{name}", dense=dense, sparse=sparse)`.
 

@@ -46,7 +46,7 @@ def _stages(earlier: list[tuple[Path, Path]], config: Path) -> str:
         lines.append(f"    sparselens train --config {stage_config.as_posix()}   # stage {i}: {last['step']} steps, "
                      f"validation loss {last['val_loss']:.3f}; its log: metrics-stage{i}.jsonl")
     lines.append(f"    sparselens train --config {config.as_posix()}   # stage {len(earlier) + 1}: init: the model before")
-    return ("in stages, each starting from the model the one before wrote:\n\n" + "\n".join(lines)
+    return ("these commands, in stages, each starting from the model the one before wrote:\n\n" + "\n".join(lines)
             + "\n\n(`train_config.yaml` here is the last stage's config)")
 
 

@@ -390,7 +390,7 @@ def test_most_differing_channel_is_the_argmax_of_the_read_position_difference():
     from sparselens.pretrained import SHIPPED_DIR
     from sparselens.tasks import get_task
 
-    sparse = HookedSparseTransformer.from_pretrained("sparse-pygen-2l-128")
+    sparse = HookedSparseTransformer.from_pretrained("sparse-pygen-2l-128-bridged")  # the model the shipped bridges' circuit is of
     circuit = Circuit.load(SHIPPED_DIR / "bridges-pygen-2l-128" / "circuit.json")
     batch = get_task("single_double_quote", tokenizer=sparse.tokenizer).batch(n=8, split="test", seed=3)
     site = "L1.resid_pre"

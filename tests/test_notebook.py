@@ -124,8 +124,10 @@ def test_bridges_notebook_evaluates_and_steers_with_the_shipped_bridges(tmp_path
     for first in ("evaluation = evaluate_bridges(", "result = steer("):  # the plots render as images
         cell = sources[next(k for k in sources if k.startswith(first))]
         assert any("image/png" in o.get("data", {}) for o in cell.outputs), first
-    steering = text_outputs(sources["result = steer(dense, sparse, bridges, site, channel, batch, reference_tokens=val, progress=False)"])
+    steering = text_outputs(sources["result = steer(dense, sparse, bridges, steer_site, channel, batch, reference_tokens=val, progress=False)"])
     assert "| 1.00 |" in steering and "ratio rms_dense/rms_sparse" in steering
+    edit, random_dense, random_channel = (float(x) for x in steering.split("| 1.00 |")[1].split("|")[:3])
+    assert edit > 3 * max(random_dense, random_channel), steering  # at the final residual the channel moves the dense model
 
 
 def test_docs_build_renders_the_tests_executed_copy_and_refuses_a_missing_or_stale_one(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from sparselens.data.tokenizer_io import SHIPPED_TOKENIZER_NAME
 from sparselens.tasks import list_tasks
 from sparselens.tasks.evaluate_cli import evaluate
 
-SHIPPED = {"sparse-pygen-2l-128": 0.125, "dense-pygen-2l-128": 1.0}  # name -> nonzero fraction of its matrices
+SHIPPED = {"sparse-pygen-2l-128": 0.125, "dense-pygen-2l-128": 1.0, "sparse-pygen-2l-128-bridged": 0.125}  # name -> nonzero fraction of its matrices
 PAIR = ("sparse-pygen-2l-128", "dense-pygen-2l-128")
 
 

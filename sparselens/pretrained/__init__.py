@@ -70,6 +70,7 @@ def register(entry: ModelEntry) -> None:
 
 register(ModelEntry("sparse-pygen-2l-128", "shipped", "weight-sparse (L0 1/8), 2 layers, d_model 128, trained on generated Python by configs/pygen-sparse-2l-128.yaml", "sparse-pygen-2l-128"))  # noqa: E501
 register(ModelEntry("dense-pygen-2l-128", "shipped", "its dense baseline (same architecture, corpus and recipe; validation loss 0.007 nats apart), configs/pygen-dense-2l-128.yaml", "dense-pygen-2l-128"))  # noqa: E501
+register(ModelEntry("sparse-pygen-2l-128-bridged", "shipped", "weight-sparse (L0 1/8), 2 layers, d_model 128, trained next to dense-pygen-2l-128 with bridges to it (bridges-pygen-2l-128), configs/pygen-sparse-2l-128-bridged-*.yaml", "sparse-pygen-2l-128-bridged"))  # noqa: E501
 
 for _name, _desc in [
     ("csp_yolo1", "released weight-sparse Python model (Gao et al. 2025), about 640 MB"),
