@@ -89,12 +89,30 @@ def test_site_weights_multiply_each_sites_nmse_and_kl_terms_sampled_or_not(tmp_p
         assert float(trainer._bridged_loss(tokens, 1)[1]) == pytest.approx(float(full.lm) + 0.5 * by_hand, rel=1e-5)
 
 
-def test_site_weights_need_one_finite_non_negative_number_per_site(tmp_path):
-    for bad in ([1.0, -1.0, 1, 1, 1], [0, 0, 0, 0, 0], [1, float("nan"), 1, 1, 1], [1, "x", 1, 1, 1], []):
-        with pytest.raises(ValueError, match="site_weights must be a list of finite numbers >= 0"):
+def test_site_weights_per_term_weigh_only_the_terms_they_name(tmp_path):
+    dense = dense_model()
+    tokens = splits().train[:4]
+    weights = {"nmse_enc": [0.0, 1, 1, 1, 1], "kl_sparse": [30.0, 1, 1, 1, 2]}  # nmse_dec and kl_dense keep 1
+    trainer = Trainer(config(tmp_path, weight=0.1, site_weights=weights), splits(), dense=dense)
+    full = bridge_losses(dense, trainer.model, trainer.bridges, tokens, lm_loss=True)
+    by_hand = sum(weights["nmse_enc"][i] * float(full.nmse_enc[i]) + float(full.nmse_dec[i])
+                  + weights["kl_sparse"][i] * float(full.kl_sparse[i]) + float(full.kl_dense[i]) for i in range(5))
+    assert float(trainer._bridged_loss(tokens, 1)[1]) == pytest.approx(float(full.lm) + 0.1 * by_hand, rel=1e-5)
+
+
+def test_site_weights_need_finite_non_negative_factors_per_site_and_known_terms(tmp_path):
+    for bad in ([1.0, -1.0, 1, 1, 1], [0, 0, 0, 0, 0], [1, float("nan"), 1, 1, 1], [1, "x", 1, 1, 1], {"kl_sparse": [1, -1, 1, 1, 1]}):
+        with pytest.raises(ValueError, match=r"bridge.site_weights (\(\w+\) must be finite numbers >= 0|are all 0)"):
             config(tmp_path, site_weights=bad)
-    with pytest.raises(InputError, match=r"site_weights has 3 entries; 2 layers have 5 bridge sites \(L0.resid_pre, "):
+    for bad in ([], "10", {}):
+        with pytest.raises(ValueError, match="bridge.site_weights must be a list of factors, one per bridge site, or a mapping"):
+            config(tmp_path, site_weights=bad)
+    with pytest.raises(ValueError, match="unknown loss term 'kl_sprase'; did you mean 'kl_sparse'"):
+        config(tmp_path, site_weights={"kl_sprase": [1, 1, 1, 1, 1]})
+    with pytest.raises(InputError, match=r"a list of 5 factors, one per bridge site; got \[1, 1, 1\]; 2 layers have 5 bridge sites \(L0"):
         Trainer(config(tmp_path, site_weights=[1, 1, 1]), splits(), dense=dense_model())
+    with pytest.raises(InputError, match=r"site_weights \(kl_dense\) must be a list of 5 factors"):
+        Trainer(config(tmp_path, site_weights={"kl_dense": [1, 1]}), splits(), dense=dense_model())
 
 
 def test_a_bridged_run_anneals_l0_keeps_the_dense_model_frozen_and_saves_bridges_for_the_trained_model(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sparselens.bridges.bridges import Bridges
 from sparselens.bridges.hybrid import capture, run_replaced
 from sparselens.divergence import kl
-from sparselens.errors import InputError
+from sparselens.errors import InputError, closest_hint
 
 
 def nmse(pred: Float[Tensor, "batch pos d"], target: Float[Tensor, "batch pos d"]) -> Float[Tensor, ""]:
@@ -45,6 +45,40 @@ def nmse(pred: Float[Tensor, "batch pos d"], target: Float[Tensor, "batch pos d"
 def mean_kl(p_logits: Float[Tensor, "batch pos d_vocab"], q_logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
     """``KL(p || q)`` exact over the full vocabulary, averaged over every token (batch and position)."""
     return kl(p_logits, q_logits).mean()
+
+
+WEIGHTED_TERMS = ("nmse_enc", "nmse_dec", "kl_sparse", "kl_dense")
+SiteWeights = Union[Sequence[float], Mapping[str, Sequence[float]]]
+
+
+def term_site_weights(site_weights: Optional[SiteWeights], n_sites: int) -> dict[str, list[float]]:
+    """Per loss term (:data:`WEIGHTED_TERMS`), one factor per site.
+
+    ``site_weights`` is None (1 everywhere), a list of ``n_sites`` factors for every term of each
+    site, or a mapping from some of the terms to such lists (the terms it leaves out keep 1).
+    Factors are finite and >= 0, and at least one is positive.
+    """
+    if site_weights is None:
+        lists: dict[str, Any] = {}
+    elif isinstance(site_weights, Mapping):
+        for term in site_weights:
+            if term not in WEIGHTED_TERMS:
+                raise InputError(f"site_weights: unknown loss term {term!r}{closest_hint(term, WEIGHTED_TERMS)} "
+                                 f"(the terms: {', '.join(WEIGHTED_TERMS)})")
+        lists = dict(site_weights)
+    else:
+        lists = {term: site_weights for term in WEIGHTED_TERMS}
+    out = {}
+    for term in WEIGHTED_TERMS:
+        values = lists.get(term, [1.0] * n_sites)
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence) or len(values) != n_sites:
+            raise InputError(f"site_weights ({term}) must be a list of {n_sites} factors, one per bridge site; got {values!r}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < float("inf") for x in values):
+            raise InputError(f"site_weights ({term}) must be finite numbers >= 0; got {values!r}")
+        out[term] = [float(x) for x in values]
+    if not any(x > 0 for values in out.values() for x in values):
+        raise InputError("site_weights are all 0: the bridges would not train; give at least one positive factor")
+    return out
 
 
 @dataclass
@@ -78,19 +112,16 @@ class BridgeLosses:
         """The bridge terms summed over sites; sampled KL terms scaled by ``n_sites / n_kl`` (an unbiased sum)."""
         return self.weighted_bridge_total(1.0)
 
-    def weighted_bridge_total(self, nmse_weight: float, site_weights: Optional[Sequence[float]] = None) -> Float[Tensor, ""]:
+    def weighted_bridge_total(self, nmse_weight: float, site_weights: Optional[SiteWeights] = None) -> Float[Tensor, ""]:
         """:attr:`bridge_total` with the NMSE terms multiplied by ``nmse_weight`` (the KL terms by 1) and
-        every term of site ``i`` by ``site_weights[i]`` (default 1 at every site)."""
+        each site's terms by ``site_weights`` (:func:`term_site_weights`; default 1 everywhere)."""
         kl_scale = self.n_sites / len(self.kl_sites)
-        if site_weights is None:
-            w = torch.ones(self.n_sites, device=self.nmse_enc.device)
-        elif len(site_weights) != self.n_sites:
-            raise InputError(f"site_weights has {len(site_weights)} entries for {self.n_sites} bridge sites; give one per site")
-        else:
-            w = torch.tensor([float(x) for x in site_weights], device=self.nmse_enc.device)
-        w_kl = w[list(self.kl_sites)]
-        nmse_terms = (w * (self.nmse_enc + self.nmse_dec)).sum()
-        return nmse_weight * nmse_terms + kl_scale * (w_kl * (self.kl_sparse + self.kl_dense)).sum()
+        w = {term: torch.tensor(values, device=self.nmse_enc.device)
+             for term, values in term_site_weights(site_weights, self.n_sites).items()}
+        kl = list(self.kl_sites)
+        nmse_terms = (w["nmse_enc"] * self.nmse_enc).sum() + (w["nmse_dec"] * self.nmse_dec).sum()
+        kl_terms = (w["kl_sparse"][kl] * self.kl_sparse).sum() + (w["kl_dense"][kl] * self.kl_dense).sum()
+        return nmse_weight * nmse_terms + kl_scale * kl_terms
 
     def weighted_total(self, nmse_weight: float = 1.0) -> Float[Tensor, ""]:
         """The loss to minimise: :meth:`weighted_bridge_total` (plus ``lm``)."""
@@ -160,4 +191,4 @@ def bridge_losses(
     return BridgeLosses(nmse_enc, nmse_dec, kl_sparse, kl_dense, kl_pair, lm, chosen, len(sites))
 
 
-__all__ = ["BridgeLosses", "bridge_losses", "frozen_parameters", "mean_kl", "nmse"]
+__all__ = ["BridgeLosses", "WEIGHTED_TERMS", "bridge_losses", "frozen_parameters", "mean_kl", "nmse", "term_site_weights"]

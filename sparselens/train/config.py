@@ -77,10 +77,6 @@ class DataConfig:
             raise ValueError(f"data.synthetic_sequences must be >= 1, got {self.synthetic_sequences}")
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 @dataclass
 class BridgeLossConfig:
     """Bridges trained with the model next to a frozen dense one (METHOD.md section 5, the paper's setup).
@@ -99,8 +95,10 @@ class BridgeLossConfig:
             scaled up to an unbiased sum over all sites (each costs two forwards); None: every site.
         init: saved bridges to start from (a directory or shipped name), made for ``dense`` and
             the model the run starts from (the run's ``init:``); None: new bridges.
-        site_weights: one factor per bridge site (2 * n_layers + 1, in forward order) on that
-            site's NMSE and KL terms, e.g. to favour the embedding site; None: 1 at every site.
+        site_weights: factors per bridge site (2 * n_layers + 1, in forward order), e.g. to favour
+            the embedding site: a list (every term of each site), or a mapping from some of the
+            terms ``nmse_enc``, ``nmse_dec``, ``kl_sparse``, ``kl_dense`` to lists (the others
+            keep 1); None: 1 everywhere (:func:`sparselens.bridges.losses.term_site_weights`).
     """
 
     dense: str = ""
@@ -108,15 +106,21 @@ class BridgeLossConfig:
     weight: float = 1.0
     kl_sites_per_step: Optional[int] = None
     init: Optional[str] = None
-    site_weights: Optional[list[float]] = None
+    site_weights: Union[list[float], dict[str, list[float]], None] = None
 
     def __post_init__(self) -> None:
-        w = self.site_weights
-        if w is not None and (not isinstance(w, (list, tuple)) or not w or not any(x > 0 for x in w if _is_number(x))
-                              or not all(_is_number(x) and 0 <= x < float("inf") for x in w)):
-            raise ValueError(f"bridge.site_weights must be a list of finite numbers >= 0, one per site, not all 0; got {w!r}")
-        if w is not None:
-            self.site_weights = [float(x) for x in w]
+        if self.site_weights is not None:  # the lengths are checked against the sites when the run starts
+            from sparselens.bridges.losses import term_site_weights
+
+            w = self.site_weights
+            n = len(next(iter(w.values()), [])) if isinstance(w, dict) else len(w) if isinstance(w, (list, tuple)) else 0
+            if n == 0:
+                raise ValueError("bridge.site_weights must be a list of factors, one per bridge site, or a mapping from "
+                                 f"loss terms (nmse_enc, nmse_dec, kl_sparse, kl_dense) to such lists; got {w!r}")
+            try:
+                term_site_weights(w, n)
+            except InputError as err:
+                raise ValueError(f"bridge.{err}") from None
         if not isinstance(self.dense, str) or not self.dense:
             raise ValueError("bridge.dense must name the frozen dense model (a registered name or a saved directory)")
         if not (isinstance(self.weight, (int, float)) and 0 < self.weight < float("inf")):

@@ -152,6 +152,7 @@ class Trainer:
     def _build_bridges(self, dense: Any) -> tuple[Any, Any]:
         """The frozen dense model and new bridges between it and the model (``cfg.bridge``)."""
         from sparselens.bridges import Bridges
+        from sparselens.bridges.losses import term_site_weights
         from sparselens.bridges.sites import check_pair
 
         spec = self.cfg.bridge
@@ -161,9 +162,11 @@ class Trainer:
         if dense is None:
             dense = HookedSparseTransformer.from_pretrained(spec.dense, device=str(self.device))
         sites = check_pair(dense, self.model)
-        if spec.site_weights is not None and len(spec.site_weights) != len(sites):
-            raise InputError(f"bridge.site_weights has {len(spec.site_weights)} entries; {self.model.cfg.n_layers} layers have "
-                             f"{len(sites)} bridge sites ({', '.join(s.label for s in sites)}): give one per site")
+        try:
+            term_site_weights(spec.site_weights, len(sites))
+        except InputError as err:
+            raise InputError(f"bridge.{err}; {self.model.cfg.n_layers} layers have {len(sites)} bridge sites "
+                             f"({', '.join(s.label for s in sites)})") from None
         if spec.init is not None:  # saved bridges, made for this dense model and the model as it starts (init:)
             bridges = Bridges.from_pretrained(spec.init, dense=dense, sparse=self.model)
         else:
