@@ -39,6 +39,13 @@ from sparselens.train import load_tokens
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _kl_sites_phrase(per_step: int | None) -> str:
+    """How many sites' KL terms each step of a bridged run had (``bridge.kl_sites_per_step``)."""
+    if per_step is None:
+        return "every site's KL terms every step"
+    return f"the KL terms of {per_step} site{'s' if per_step > 1 else ''} drawn per step"
+
+
 def run_config(run: Path, sparse: str | None) -> tuple[BridgeTrainConfig, str, str]:
     """``(cfg, how, command)``: the run's bridge config (its sparse model ``sparse`` when given), how
     the bridges were trained and the command that trained them (``{config}`` for the config file)."""
@@ -52,7 +59,7 @@ def run_config(run: Path, sparse: str | None) -> tuple[BridgeTrainConfig, str, s
         spec = train_cfg["bridge"]
         start = "from an earlier stage's model and bridges" if train_cfg.get("init") else "from scratch"
         how = (f"trained with the sparse model ({start}) next to the frozen dense one, the paper's setup (bridge "
-               f"weight {spec.get('weight', 1.0)}, {spec.get('kl_sites_per_step') or 'every'} KL site(s) per step)")
+               f"weight {spec.get('weight', 1.0)}, {_kl_sites_phrase(spec.get('kl_sites_per_step'))})")
         command = "sparselens train --config {config}"
     if sparse is not None:
         cfg.sparse = sparse

@@ -140,7 +140,7 @@ def residual_rms_ratio(dense: Any, sparse: Any, site: SiteLike, tokens: Int[Tens
         device = model_device(model)
         total, count = 0.0, 0
         for chunk in tokens.split(batch_size):
-            h = capture(model, chunk.to(device), [resolved])[1][resolved.hook_name]
+            h = capture(model, chunk.to(device), [resolved])[1][resolved.hook_name].detach()
             total += float(h.double().pow(2).sum())
             count += h.numel()
         rms.append(math.sqrt(total / count))
