@@ -128,7 +128,7 @@ class Trainer:
         self.dense: Any = None
         self.bridges: Any = None
         if cfg.bridge is not None:
-            self.dense, self.bridges = self._build_bridges(dense)
+            self.dense, self.bridges, self._site_weights = self._build_bridges(dense)
             self._params += list(self.bridges.parameters())
         self._decayed = decayed_parameters(self.model)
         self.optimizer = build_adam(self._params, cfg.lr, (cfg.beta1, cfg.beta2), cfg.adam_eps)
@@ -149,8 +149,9 @@ class Trainer:
         else:
             self._forward_module = self.model
 
-    def _build_bridges(self, dense: Any) -> tuple[Any, Any]:
-        """The frozen dense model and new bridges between it and the model (``cfg.bridge``)."""
+    def _build_bridges(self, dense: Any) -> tuple[Any, Any, dict[str, list[float]]]:
+        """The frozen dense model, the bridges between it and the model, and the per-term site weights
+        (``cfg.bridge``; the weights checked against the pair's sites once, here)."""
         from sparselens.bridges import Bridges
         from sparselens.bridges.losses import term_site_weights
         from sparselens.bridges.sites import check_pair
@@ -163,7 +164,7 @@ class Trainer:
             dense = HookedSparseTransformer.from_pretrained(spec.dense, device=str(self.device))
         sites = check_pair(dense, self.model)
         try:
-            term_site_weights(spec.site_weights, len(sites))
+            site_weights = term_site_weights(spec.site_weights, len(sites))
         except InputError as err:
             raise InputError(f"bridge.{err}; {self.model.cfg.n_layers} layers have {len(sites)} bridge sites "
                              f"({', '.join(s.label for s in sites)})") from None
@@ -171,7 +172,7 @@ class Trainer:
             bridges = Bridges.from_pretrained(spec.init, dense=dense, sparse=self.model)
         else:
             bridges = Bridges.for_models(dense, self.model, encoder_afrac=spec.encoder_afrac, seed=self.cfg.seed)
-        return dense, bridges.to(self.device)
+        return dense, bridges.to(self.device), site_weights
 
     def _load_init(self, name: str) -> None:
         """Start from the weights of the saved model ``name`` (``cfg.init``), which must have this run's architecture."""
@@ -266,7 +267,7 @@ class Trainer:
         with frozen_parameters(self.dense.parameters()), dense_attention():
             losses = bridge_losses(self.dense, self.model, self.bridges, tokens, lm_loss=True, kl_sites=kl_sites)
         assert losses.lm is not None
-        return losses.lm, losses.lm + spec.weight * losses.weighted_bridge_total(1.0, spec.site_weights)
+        return losses.lm, losses.lm + spec.weight * losses.weighted_bridge_total(1.0, self._site_weights)
 
     def _batch(self, index: int) -> Int[Tensor, "batch pos"]:
         tokens = self.sampler.batch(index)
